@@ -1,0 +1,50 @@
+"""The broker seam: fan-out of frames to every hub instance holding a socket.
+
+:class:`Broker` carries opaque frame bytes on named channels (``session:{id}``,
+``machine:{machine_id}``). Delivery is at-most-once and unordered across publishers:
+subscribers order and de-duplicate by ``seq`` and fill gaps from the store
+(:mod:`hub.channels`). :mod:`hub.broker.local` is the in-process default; a Redis
+pub/sub broker is chosen by ``HUB_REDIS_URL``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+__all__ = ["Broker", "Handler", "session_channel", "machine_channel"]
+
+#: called with (channel, frame bytes) for every message on a subscribed channel
+Handler = Callable[[str, bytes], None]
+
+
+def session_channel(session_id: str) -> str:
+    """The channel of one session's events and presence."""
+    return f"session:{session_id}"
+
+
+def machine_channel(machine_id: str) -> str:
+    """The channel of every event of one machine's sessions."""
+    return f"machine:{machine_id}"
+
+
+class Broker(Protocol):
+    """Publish/subscribe between hub instances."""
+
+    name: str  #: ``local`` or ``redis``, reported by ``test-connection``
+
+    async def open(self, handler: Handler) -> None:
+        """Start; ``handler`` receives every message of every subscribed channel."""
+
+    async def close(self) -> None: ...
+    async def ping(self) -> None:
+        """Raise if publishing would fail now (for ``/ready``)."""
+
+    async def publish(self, channel: str, frame: bytes) -> None:
+        """Send ``frame`` to every instance subscribed to ``channel``."""
+
+    async def subscribe(self, channel: str) -> None:
+        """Start receiving ``channel`` on this instance (called on its first local socket)."""
+
+    async def unsubscribe(self, channel: str) -> None:
+        """Stop receiving ``channel`` (called when its last local socket closes)."""

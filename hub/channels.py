@@ -1,0 +1,310 @@
+"""Live channels: the local socket registry, per-socket send queues, order and presence.
+
+Transport-free: a :class:`Conn` is given two coroutines, ``send(text)`` and
+``close(code, reason)``, by the socket route. :class:`Channels` subscribes the broker to
+a channel on its first local socket and unsubscribes on the last, parses each message
+once and hands the same text to every local socket of that channel.
+
+Per connection and session, frames go out in ``seq`` order with no gaps and no
+duplicates (CONTRACT §4): older or repeated ``seq`` are dropped, and a gap is filled from
+the store (:meth:`~hub.store.Store.events_after`) while newer live frames wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict, deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+
+from .codec import dumps
+from .broker import Broker, machine_channel, session_channel
+from .errors import CloseCode
+from .lifecycle import TERMINAL
+from .store import Store
+
+__all__ = ["Conn", "Channels", "SEND_QUEUE_LIMIT"]
+
+log = logging.getLogger("hub.channels")
+
+#: bytes of live frames one socket may have queued before it is closed with 4408
+SEND_QUEUE_LIMIT = 1 << 20
+
+
+class Conn:
+    """One client socket: its send queue (bounded), writer task and delivery position.
+
+    Args:
+        send: coroutine sending one text frame; close: coroutine closing with (code, reason).
+        role: ``machine`` or ``phone``; machine_id: the machine it belongs to.
+        session_id: the session of a session socket, None for a machine-wide socket.
+        limit: bytes of queued live frames before a 4408 close (a replay does not count).
+    """
+
+    def __init__(self, send: Callable[[str], Awaitable[None]],
+                 close: Callable[[int, str], Awaitable[None]], *, role: str,
+                 machine_id: str, session_id: str | None = None,
+                 limit: int = SEND_QUEUE_LIMIT) -> None:
+        self._send, self._close = send, close
+        self.role, self.machine_id, self.session_id = role, machine_id, session_id
+        self.limit = limit
+        self.queue: deque[tuple[str, int]] = deque()
+        self.queued = 0  #: bytes of live frames waiting
+        self.last: dict[str, int] = {}  #: session id → last seq sent
+        self.pending: list[tuple[dict[str, Any], str]] | None = []  #: frames held during setup
+        self.gaps: dict[str, list[tuple[dict[str, Any], str]]] = {}  #: held while filling a gap
+        self.inflight = 0  #: ops being answered: the socket never closes before their ack
+        self.closing: tuple[int, str] | None = None
+        self.closed = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._writer = asyncio.create_task(self._write_loop())
+
+    def push(self, text: str, live: bool = True) -> None:
+        """Queue one frame; over :attr:`limit` bytes of live frames closes with 4408."""
+        if self.closing is not None and self.closing[0] != CloseCode.NORMAL:
+            return
+        n = len(text) if live else 0
+        self.queue.append((text, n))
+        self.queued += n
+        if self.queued > self.limit:
+            self.abort(CloseCode.SLOW_CONSUMER, "Slow consumer")
+            return
+        self._wake.set()
+
+    def push_obj(self, obj: Any) -> None:
+        """Queue ``obj`` as a JSON text frame (a snapshot, not counted as live)."""
+        self.push(dumps(obj).decode(), live=False)
+
+    def finish(self, code: int, reason: str = "") -> None:
+        """Close with ``code`` once the queue is sent and every op is acked."""
+        if self.closing is None:
+            self.closing = (code, reason)
+        self._wake.set()
+
+    def abort(self, code: int, reason: str) -> None:
+        """Drop what is queued and close now (slow consumer, shutdown)."""
+        self.queue.clear()
+        self.queued = 0
+        self.closing = (code, reason)
+        if self._writer is not None and not self._writer.done():
+            self._writer.cancel()
+        asyncio.create_task(self._final_close())
+
+    async def _final_close(self) -> None:
+        if self.closed.is_set():
+            return
+        self.closed.set()
+        code, reason = self.closing or (CloseCode.NORMAL, "")
+        with contextlib.suppress(Exception):
+            await self._close(code, reason)
+
+    async def _write_loop(self) -> None:
+        """Send queued frames in order; cancelling it is safe (frames left are dropped)."""
+        try:
+            while True:
+                while self.queue:
+                    text, n = self.queue.popleft()
+                    self.queued -= n
+                    await self._send(text)
+                if self.closing is not None and self.inflight == 0:
+                    break
+                self._wake.clear()
+                await self._wake.wait()
+        except Exception as exc:  # the peer went away: the reader sees the disconnect
+            log.debug("send failed: %r", exc)
+            self.closed.set()
+            return
+        await self._final_close()
+
+    def stop(self) -> None:
+        """The peer is gone: stop the writer and drop what is queued."""
+        self.closed.set()
+        self.queue.clear()
+        if self._writer is not None and not self._writer.done():
+            self._writer.cancel()
+
+    async def wait_closed(self) -> None:
+        await self.closed.wait()
+
+
+class Presence:
+    """Who is online, counted locally: sockets per (session, role) and machine-wide
+    sockets per machine. A machine-wide socket counts as machine presence in each of its
+    machine's sessions (CONTRACT §4)."""
+
+    def __init__(self) -> None:
+        self.sessions: dict[tuple[str, str], int] = defaultdict(int)
+        self.machines: dict[str, int] = defaultdict(int)
+
+    def of(self, session_id: str, machine_id: str) -> dict[str, bool]:
+        """The snapshot's ``presence`` object for one session."""
+        return {"machine": self.sessions.get((session_id, "machine"), 0) > 0
+                or self.machines.get(machine_id, 0) > 0,
+                "phone": self.sessions.get((session_id, "phone"), 0) > 0}
+
+
+def presence_frame(session_id: str, role: str, online: bool) -> bytes:
+    """CONTRACT §4's presence frame."""
+    return orjson.dumps({"type": "presence", "session_id": session_id, "role": role,
+                         "online": online})
+
+
+class Channels:
+    """The local registry: which sockets listen on which channel, and delivery to them."""
+
+    def __init__(self, store: Store, broker: Broker) -> None:
+        self.store, self.broker = store, broker
+        self.subs: dict[str, set[Conn]] = {}
+        self.presence = Presence()
+        self.conns: set[Conn] = set()
+
+    # -- registry -------------------------------------------------------------------
+    async def attach(self, conn: Conn, channel: str) -> None:
+        """Add ``conn`` to ``channel``; subscribes the broker on the first local socket."""
+        self.conns.add(conn)
+        members = self.subs.get(channel)
+        if members is None:
+            members = self.subs[channel] = set()
+            members.add(conn)
+            await self.broker.subscribe(channel)
+        else:
+            members.add(conn)
+
+    async def detach(self, conn: Conn) -> None:
+        """Remove ``conn`` from every channel; unsubscribes channels left empty."""
+        self.conns.discard(conn)
+        for channel in [c for c, m in self.subs.items() if conn in m]:
+            members = self.subs[channel]
+            members.discard(conn)
+            if not members:
+                del self.subs[channel]
+                with contextlib.suppress(Exception):
+                    await self.broker.unsubscribe(channel)
+
+    # -- delivery -------------------------------------------------------------------
+    def on_message(self, channel: str, frame: bytes) -> None:
+        """Broker handler: parse once, offer the same text to every local socket."""
+        members = self.subs.get(channel)
+        if not members:
+            return
+        try:
+            meta = orjson.loads(frame)
+        except orjson.JSONDecodeError:
+            log.warning("dropped a malformed frame on %s", channel)
+            return
+        text = frame.decode()
+        for conn in tuple(members):
+            self.offer(conn, meta, text)
+
+    def offer(self, conn: Conn, meta: dict[str, Any], text: str) -> None:
+        """Deliver one frame to one socket, keeping its per-session seq order."""
+        if meta.get("type") == "presence":
+            if meta.get("role") != conn.role and conn.pending is None:
+                conn.push(text)
+            return
+        if conn.pending is not None:
+            conn.pending.append((meta, text))
+            return
+        sid, seq = meta["session_id"], meta["seq"]
+        held = conn.gaps.get(sid)
+        if held is not None:
+            held.append((meta, text))
+            return
+        last = conn.last.get(sid, 0)
+        if seq <= last:
+            return
+        if seq > last + 1:
+            conn.gaps[sid] = [(meta, text)]
+            asyncio.create_task(self._fill_gap(conn, sid))
+            return
+        self._send_event(conn, sid, seq, meta.get("status"), text, live=True)
+
+    def _send_event(self, conn: Conn, sid: str, seq: int, status: str | None, text: str,
+                    live: bool) -> None:
+        conn.last[sid] = seq
+        conn.push(text, live=live)
+        if conn.session_id is not None and status in TERMINAL:
+            conn.finish(CloseCode.NORMAL, "Session over")
+
+    async def _fill_gap(self, conn: Conn, sid: str) -> None:
+        try:
+            frames = await self.store.events_after(sid, conn.last.get(sid, 0)) or []
+        except Exception:
+            log.exception("could not fill a gap for %s", sid)
+            frames = []
+        for frame in frames:
+            meta = orjson.loads(frame)
+            if meta["seq"] == conn.last.get(sid, 0) + 1:
+                self._send_event(conn, sid, meta["seq"], meta.get("status"), frame.decode(),
+                                 live=False)
+        for meta, text in conn.gaps.pop(sid, []):
+            self.offer(conn, meta, text)
+
+    def replay(self, conn: Conn, frames: list[bytes]) -> None:
+        """Send a resume's missed events (not counted against the queue limit)."""
+        for frame in frames:
+            meta = orjson.loads(frame)
+            sid = meta["session_id"]
+            if meta["seq"] == conn.last.get(sid, 0) + 1:
+                self._send_event(conn, sid, meta["seq"], meta.get("status"), frame.decode(),
+                                 live=False)
+
+    def go_live(self, conn: Conn) -> None:
+        """End setup: deliver what arrived meanwhile, skipping what was already sent."""
+        held, conn.pending = conn.pending or [], None
+        for meta, text in held:
+            self.offer(conn, meta, text)
+
+    # -- presence -------------------------------------------------------------------
+    async def online(self, conn: Conn, session_ids: list[str]) -> None:
+        """Count ``conn`` present; publish presence where a party came online."""
+        p = self.presence
+        if conn.session_id is None:
+            p.machines[conn.machine_id] += 1
+            first = p.machines[conn.machine_id] == 1
+        else:
+            p.sessions[(conn.session_id, conn.role)] += 1
+            first = p.sessions[(conn.session_id, conn.role)] == 1
+        if first:
+            await self._announce(conn, session_ids, True)
+
+    async def offline(self, conn: Conn, session_ids: list[str]) -> None:
+        """Uncount ``conn``; publish presence where a party went offline."""
+        p = self.presence
+        if conn.session_id is None:
+            p.machines[conn.machine_id] -= 1
+            last = p.machines[conn.machine_id] <= 0
+            if last:
+                del p.machines[conn.machine_id]
+        else:
+            key = (conn.session_id, conn.role)
+            p.sessions[key] -= 1
+            last = p.sessions[key] <= 0
+            if last:
+                del p.sessions[key]
+        if last:
+            await self._announce(conn, session_ids, False)
+
+    async def _announce(self, conn: Conn, session_ids: list[str], online: bool) -> None:
+        for sid in session_ids:
+            frame = presence_frame(sid, conn.role, online)
+            await self.broker.publish(session_channel(sid), frame)
+            if conn.role == "phone":
+                await self.broker.publish(machine_channel(conn.machine_id), frame)
+
+    # -- shutdown -------------------------------------------------------------------
+    async def shutdown(self, timeout: float = 5.0) -> None:
+        """Close every socket with 1012 (server restarting) and wait, up to ``timeout`` s."""
+        conns = list(self.conns)
+        for conn in conns:
+            conn.abort(CloseCode.RESTARTING, "Server restarting")
+        if conns:
+            await asyncio.wait([asyncio.create_task(c.wait_closed()) for c in conns],
+                               timeout=timeout)

@@ -1,0 +1,97 @@
+"""The ``hub`` command: ``hub serve`` and ``hub machines add|list`` (argparse)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import sys
+
+from .clock import iso, now_ms
+from .config import Settings
+from .ids import is_machine_id
+from .machines import Machine, key_hash, new_machine_key
+
+__all__ = ["main"]
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    if args.open:
+        os.environ["HUB_AUTH"] = "open"
+    Settings.from_env()  # fail fast on a bad HUB_* value
+    uvicorn.run(
+        "hub.app:create_app", factory=True, host=args.host, port=args.port,
+        log_level=args.log_level, proxy_headers=False,  # HUB_TRUSTED_PROXIES decides
+        ws_max_size=64 * 1024, ws_ping_interval=20.0, ws_ping_timeout=20.0,
+        timeout_graceful_shutdown=10)
+    return 0
+
+
+async def _machines(args: argparse.Namespace) -> int:
+    from .app import make_store
+
+    store = make_store(Settings.from_env())
+    await store.open()
+    try:
+        if args.action == "list":
+            for m in await store.machines():
+                print(f"{m.machine_id}\t{m.name}\t{m.location or ''}\t{m.callback_url or ''}"
+                      f"\t{'key' if m.key_hash else 'no key'}\t{iso(m.created_at)}")
+            return 0
+        if not is_machine_id(args.id):
+            print("error: Invalid machine ID format (1..50 of A-Z a-z 0-9 _ -)",
+                  file=sys.stderr)
+            return 2
+        key = new_machine_key()
+        secret = secrets.token_hex(32) if args.callback_url else None
+        await store.add_machine(Machine(args.id, args.name or args.id, args.location,
+                                        key_hash(key), now_ms(), args.callback_url, secret))
+        print(f"machine_id: {args.id}")
+        print(f"machine_key: {key}")
+        if secret:
+            print(f"webhook_secret: {secret}")
+        print("Keep the key now: the hub stores only its hash and cannot show it again.",
+              file=sys.stderr)
+        return 0
+    finally:
+        await store.close()
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``hub`` command."""
+    p = argparse.ArgumentParser(prog="hub", description="Vending Hub server and admin.")
+    sub = p.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="serve the hub (uvicorn)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    serve.add_argument("--open", action="store_true",
+                       help="HUB_AUTH=open: check no credentials (local trials only)")
+    serve.add_argument("--log-level", default="info")
+    machines = sub.add_parser("machines", help="register and list machines")
+    msub = machines.add_subparsers(dest="action", required=True)
+    add = msub.add_parser("add", help="register a machine and print its key once")
+    add.add_argument("id")
+    add.add_argument("--name")
+    add.add_argument("--location")
+    add.add_argument("--callback-url")
+    msub.add_parser("list", help="list registered machines")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``hub`` console script."""
+    args = parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        return asyncio.run(_machines(args))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

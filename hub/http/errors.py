@@ -1,0 +1,45 @@
+"""One error seam for HTTP: every refusal renders as ``{"detail": ...}`` (CONTRACT §1)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..codec import dumps
+from ..errors import HubError
+
+__all__ = ["JSON", "exception_handlers"]
+
+log = logging.getLogger("hub.http")
+
+
+class JSON(Response):
+    """A JSON response rendered by :func:`hub.codec.dumps` (exact money, orjson)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return dumps(content)
+
+
+async def _hub_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HubError)
+    return JSON({"detail": exc.detail}, exc.status, headers=exc.headers)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return JSON({"detail": exc.detail}, exc.status_code, headers=exc.headers)
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JSON({"detail": "Internal server error"}, 500)
+
+
+exception_handlers = {HubError: _hub_error, HTTPException: _http_error,
+                      Exception: _server_error}

@@ -1,0 +1,55 @@
+"""Pure ASGI middleware (Starlette's ``trustedhost.py`` shape: other scope types pass).
+
+:class:`BodyLimit` enforces CONTRACT §1's body sizes: 16 KiB, or 1 MiB for
+``order-summary``; larger is ``413 {"detail": "Request body too large"}`` and nothing more
+is read.
+"""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..codec import dumps
+from ..errors import HubError
+
+__all__ = ["BodyLimit", "DEFAULT_LIMIT", "ORDER_LIMIT"]
+
+DEFAULT_LIMIT = 16 * 1024
+ORDER_LIMIT = 1024 * 1024
+_TOO_LARGE = dumps({"detail": "Request body too large"})
+
+
+class BodyLimit:
+    """Refuse request bodies over the route's limit (bytes), by header or as they stream."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = ORDER_LIMIT if scope["path"].endswith("/order-summary") else DEFAULT_LIMIT
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    too_large = int(value) > limit
+                except ValueError:
+                    too_large = False
+                if too_large:
+                    await send({"type": "http.response.start", "status": 413, "headers": [
+                        (b"content-type", b"application/json"), (b"connection", b"close")]})
+                    await send({"type": "http.response.body", "body": _TOO_LARGE})
+                    return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise HubError(413, "Request body too large")
+            return message
+
+        await self.app(scope, limited, send)

@@ -1,0 +1,140 @@
+"""REST routes of CONTRACT §3, one explicit list (:data:`routes`).
+
+Each endpoint reads the credential, hands the raw body to the matching
+:class:`~hub.service.Hub` command and renders its dict; refusals become
+``{"detail": ...}`` through :mod:`hub.http.errors`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from .. import __version__
+from ..clock import iso
+from ..errors import HubError
+from ..qr import MIME, qr_url
+from ..service import Caller, Hub
+from .auth import bearer, client_address
+from .errors import JSON
+
+__all__ = ["routes"]
+
+API_VERSION = "2.0.0"
+
+
+def _hub(request: Request) -> Hub:
+    return request.app.state.hub  # type: ignore[no-any-return]
+
+
+async def _call(request: Request, command: Callable[[Hub, Caller], Awaitable[Any]],
+                anonymous_ok: bool = False) -> Any:
+    """Authenticate, run ``command(hub, caller)``; a 403 counts as a failed credential."""
+    hub = _hub(request)
+    client = client_address(request, hub.settings.trusted_proxies)
+    caller = await hub.authenticate(bearer(request), client, anonymous_ok)
+    try:
+        return await command(hub, caller)
+    except HubError as exc:
+        if exc.status == 403 and caller.role != "open":
+            hub.auth_failed(client)
+        raise
+
+
+def _session_endpoint(name: str, body: bool, anonymous_ok: bool = False
+                      ) -> Callable[[Request], Awaitable[Response]]:
+    """An endpoint answering ``Hub.<name>(caller, session_id[, raw body])`` as JSON."""
+
+    async def endpoint(request: Request) -> Response:
+        sid = request.path_params["session_id"]
+        raw = await request.body() if body else None
+
+        async def command(hub: Hub, caller: Caller) -> Any:
+            method = getattr(hub, name)
+            return await (method(caller, sid, raw) if body else method(caller, sid))
+
+        return JSON(await _call(request, command, anonymous_ok))
+
+    endpoint.__name__ = name
+    return endpoint
+
+
+async def create_session(request: Request) -> Response:
+    raw = await request.body()
+    return JSON(await _call(request, lambda hub, caller: hub.create_session(caller, raw)))
+
+
+async def design_image(request: Request) -> Response:
+    sid = request.path_params["session_id"]
+    mime, data = await _call(request, lambda hub, caller: hub.design_image(caller, sid))
+    return Response(data, media_type=mime, headers={"Cache-Control": "private, max-age=300"})
+
+
+async def qr_image(request: Request) -> Response:
+    """``GET /session/{id}/qr.png|qr.svg?scale=N`` (N px a module, 1..40, default 10)."""
+    sid, fmt = request.path_params["session_id"], request.path_params["fmt"]
+    if fmt not in MIME:
+        raise HubError(404, "Not Found")
+    s = await _call(request, lambda hub, caller: hub.session_for(caller, sid, ("machine",)))
+    raw = request.query_params.get("scale", "10")
+    if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= 40):
+        raise HubError(422, "Invalid scale: expected an integer from 1 to 40")
+    hub = _hub(request)
+    url = qr_url(hub.settings.qr_base, s.machine_id, s.session_id, s.location)
+    data = await request.app.state.qr.get(sid, url, fmt, int(raw))
+    return Response(data, media_type=MIME[fmt], headers={"Cache-Control": "max-age=3600"})
+
+
+async def test_connection(request: Request) -> Response:
+    """The guide's health check: who answers and how it is configured."""
+    hub = _hub(request)
+    mode = hub.settings.auth
+    message = "Vending Hub is reachable"
+    if mode == "open":
+        message += " (open mode: credentials are not checked; for local trials only)"
+    return JSON({"status": "success", "message": message, "api_version": API_VERSION,
+                 "hub_version": __version__, "timestamp": iso(hub.clock()),
+                 "auth_mode": mode, "store": hub.store.name, "broker": hub.broker.name})
+
+
+async def health(request: Request) -> Response:
+    """Liveness: the process answers."""
+    return JSON({"status": "ok"})
+
+
+async def ready(request: Request) -> Response:
+    """Readiness: 200 when the store and broker answer, else 503 naming the failing one."""
+    hub = _hub(request)
+    for name, dep in (("store", hub.store), ("broker", hub.broker)):
+        try:
+            await dep.ping()
+        except Exception:
+            return JSON({"status": "unavailable", "detail": f"{name} unavailable"}, 503)
+    return JSON({"status": "ready", "store": hub.store.name, "broker": hub.broker.name})
+
+
+_S = "/api/vending/session/{session_id}"
+
+routes: list[BaseRoute] = [
+    Route("/api/vending/create-session", create_session, methods=["POST"]),
+    Route(_S + "/status", _session_endpoint("status", False), methods=["GET"]),
+    Route(_S + "/register-user", _session_endpoint("register_user", True, True),
+          methods=["POST"]),
+    Route(_S + "/progress", _session_endpoint("progress", True), methods=["POST"]),
+    Route(_S + "/order-summary", _session_endpoint("order_summary", True), methods=["POST"]),
+    Route(_S + "/order-info", _session_endpoint("order_info", False), methods=["GET"]),
+    Route(_S + "/design-image", design_image, methods=["GET"]),
+    Route(_S + "/confirm-payment", _session_endpoint("confirm_payment", True),
+          methods=["POST"]),
+    Route(_S + "/app-payment", _session_endpoint("app_payment", True), methods=["POST"]),
+    Route(_S + "/validate", _session_endpoint("validate", False), methods=["POST"]),
+    Route(_S + "/qr.{fmt:str}", qr_image, methods=["GET"]),
+    Route(_S, _session_endpoint("cancel", False), methods=["DELETE"]),
+    Route("/api/chinese/test-connection", test_connection, methods=["GET"]),
+    Route("/health", health, methods=["GET"]),
+    Route("/ready", ready, methods=["GET"]),
+]

@@ -1,0 +1,228 @@
+"""Socket routes of CONTRACT §4: the session socket and the machine-wide socket.
+
+Every socket is accepted first and then, if refused, closed with the contract's code, so a
+client always reads it. After setup the route only reads client frames (``ping`` and the
+ops, answered with acks through the same :class:`~hub.service.Hub` commands as REST);
+delivery is :mod:`hub.channels`' work.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from starlette.routing import BaseRoute, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from ..broker import machine_channel, session_channel
+from ..channels import Channels, Conn
+from ..codec import dumps
+from ..errors import CloseCode, HubError, close_code_for
+from ..ids import is_machine_id
+from ..service import Caller, Hub
+from ..views import status_body
+from .auth import bearer, client_address
+
+__all__ = ["routes"]
+
+log = logging.getLogger("hub.sockets")
+
+#: op name → (Hub method, whether it takes the frame as its body)
+OPS = {"progress": ("progress", True), "order_summary": ("order_summary", True),
+       "confirm_payment": ("confirm_payment", True), "cancel": ("cancel", False)}
+
+
+class Refuse(Exception):
+    """Close the socket with ``code`` (raised during setup)."""
+
+    def __init__(self, code: int, reason: str = "") -> None:
+        self.code, self.reason = code, reason
+
+
+async def _authenticate(ws: WebSocket, hub: Hub) -> tuple[Caller, str]:
+    """The caller and its socket role: ``machine`` or ``phone`` (in ``open`` mode, the
+    ``?role=`` parameter, default ``machine``)."""
+    client = client_address(ws, hub.settings.trusted_proxies)
+    caller = await hub.authenticate(bearer(ws, query_ok=True), client)
+    if caller.role != "open":
+        return caller, caller.role
+    role = ws.query_params.get("role", "machine")
+    if role not in ("machine", "phone"):
+        raise Refuse(CloseCode.MALFORMED, "role must be machine or phone")
+    return caller, role
+
+
+def _since(ws: WebSocket) -> int | None:
+    raw = ws.query_params.get("since")
+    if raw is None:
+        return None
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+        raise Refuse(CloseCode.MALFORMED, "since must be a non-negative integer")
+    return int(raw)
+
+
+async def session_socket(ws: WebSocket) -> None:
+    """``/api/vending/session/{id}/ws[?since=N]``: snapshot or replay, then live events."""
+    hub: Hub = ws.app.state.hub
+    channels: Channels = ws.app.state.channels
+    sid = ws.path_params["session_id"]
+    await ws.accept()
+    try:
+        caller, role = await _authenticate(ws, hub)
+        since = _since(ws)
+        s = await hub.snapshot(caller, sid)
+        if since is None and s.finished:
+            raise Refuse(CloseCode.SESSION_OVER, "Session already over")
+        if since is not None and since > s.seq:
+            raise Refuse(CloseCode.MALFORMED, "since is ahead of the session")
+    except HubError as exc:
+        await _close(ws, close_code_for(exc), exc.detail)
+        return
+    except Refuse as exc:
+        await _close(ws, exc.code, exc.reason)
+        return
+    conn = Conn(ws.send_text, ws.close, role=role, machine_id=s.machine_id, session_id=sid)
+    await channels.attach(conn, session_channel(sid))
+    try:
+        current = await hub.store.load(sid) or s
+        if since is None:
+            conn.last[sid] = current.seq
+            conn.push_obj({"type": "snapshot", "session": status_body(current),
+                             "seq": current.seq,
+                             "presence": channels.presence.of(sid, current.machine_id)})
+        else:
+            frames = await hub.store.events_after(sid, since)
+            if frames is None:
+                conn.last[sid] = current.seq
+                conn.push_obj({"type": "snapshot", "session": status_body(current),
+                                 "seq": current.seq, "recovered": False,
+                                 "presence": channels.presence.of(sid, current.machine_id)})
+            else:
+                conn.last[sid] = since
+                channels.replay(conn, frames)
+            if current.finished and conn.last[sid] >= current.seq:
+                conn.finish(CloseCode.NORMAL, "Session over")
+        channels.go_live(conn)
+        conn.start()
+        await channels.online(conn, [sid])
+        try:
+            await _read_loop(ws, hub, channels, conn, caller, sid)
+        finally:
+            await channels.offline(conn, [sid])
+    finally:
+        conn.stop()
+        await channels.detach(conn)
+
+
+async def machine_socket(ws: WebSocket) -> None:
+    """``/api/vending/machine/{machine_id}/ws``: every event of every session of a machine."""
+    hub: Hub = ws.app.state.hub
+    channels: Channels = ws.app.state.channels
+    mid = ws.path_params["machine_id"]
+    await ws.accept()
+    try:
+        caller, role = await _authenticate(ws, hub)
+        if role != "machine":
+            raise HubError(403, "Forbidden")
+        if not is_machine_id(mid):
+            raise HubError(400, "Invalid machine ID format")
+        if caller.role == "machine" and caller.machine_id != mid:
+            raise HubError(403, "Forbidden")
+        if await hub.store.machine(mid) is None:
+            raise HubError(404, "Machine not found")
+    except HubError as exc:
+        if exc.status == 403:
+            hub.auth_failed(client_address(ws, hub.settings.trusted_proxies))
+        await _close(ws, close_code_for(exc), exc.detail)
+        return
+    except Refuse as exc:
+        await _close(ws, exc.code, exc.reason)
+        return
+    conn = Conn(ws.send_text, ws.close, role="machine", machine_id=mid)
+    await channels.attach(conn, machine_channel(mid))
+    try:
+        sessions = await hub.store.open_sessions(mid)
+        for s in sessions:
+            conn.last[s.session_id] = s.seq
+        conn.push_obj({"type": "snapshot", "sessions": [status_body(s) for s in sessions]})
+        channels.go_live(conn)
+        conn.start()
+        ids = [s.session_id for s in sessions]
+        await channels.online(conn, ids)
+        try:
+            await _read_loop(ws, hub, channels, conn, caller, None)
+        finally:
+            await channels.offline(conn, ids)
+    finally:
+        conn.stop()
+        await channels.detach(conn)
+
+
+async def _read_loop(ws: WebSocket, hub: Hub, channels: Channels, conn: Conn,
+                     caller: Caller, sid: str | None) -> None:
+    """Answer client frames until the socket closes (either side)."""
+    while not conn.closed.is_set():
+        try:
+            message = await ws.receive()
+        except (WebSocketDisconnect, RuntimeError):
+            break
+        if message["type"] == "websocket.disconnect":
+            break
+        text = message.get("text")
+        if text is None:
+            data = message.get("bytes") or b""
+            try:
+                text = data.decode()
+            except UnicodeDecodeError:
+                conn.abort(CloseCode.MALFORMED, "Frames must be UTF-8 JSON")
+                break
+        reply = await _answer(hub, conn, caller, sid, text)
+        if reply is None:
+            conn.abort(CloseCode.MALFORMED, "Malformed frame")
+            break
+        conn.push(reply)
+    conn.closed.set()
+
+
+async def _answer(hub: Hub, conn: Conn, caller: Caller, sid: str | None,
+                  text: str) -> str | None:
+    """The reply to one client frame, or None when the frame is malformed (4400)."""
+    try:
+        msg = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(msg, dict):
+        return None
+    op = msg.get("op")
+    if op == "ping":
+        return '{"type":"pong"}'
+    if op not in OPS or not isinstance(msg.get("id"), (int, str)) or isinstance(
+            msg.get("id"), bool):
+        return None
+    target = sid if sid is not None else msg.get("session_id")
+    if not isinstance(target, str):
+        return None
+    name, with_body = OPS[op]
+    conn.inflight += 1
+    try:
+        args: list[Any] = [caller, target] + ([text.encode()] if with_body else [])
+        code, body = 200, await getattr(hub, name)(*args)
+    except HubError as exc:
+        code, body = exc.status, {"detail": exc.detail}
+    finally:
+        conn.inflight -= 1
+    return dumps({"type": "ack", "id": msg["id"], "code": code, "body": body}).decode()
+
+
+async def _close(ws: WebSocket, code: int, reason: str) -> None:
+    try:
+        await ws.close(code, reason[:120])
+    except Exception:  # the peer left first
+        log.debug("close %s on a socket already gone", code)
+
+
+routes: list[BaseRoute] = [
+    WebSocketRoute("/api/vending/session/{session_id}/ws", session_socket),
+    WebSocketRoute("/api/vending/machine/{machine_id}/ws", machine_socket),
+]

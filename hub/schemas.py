@@ -1,0 +1,179 @@
+"""Request bodies (msgspec Structs) and their decoding into clear 422 refusals.
+
+CONTRACT §1: unknown extra fields are ignored; a known field with a wrong type is 422
+with a ``detail`` naming the field; money is decoded exactly to ``Decimal`` and then to
+integer minor units (:mod:`hub.money`). Refused *values* (machine id format, mismatches,
+payment method) are 400s raised by the service, after ownership checks.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from decimal import Decimal
+from typing import Annotated, Any, TypeVar
+
+import msgspec
+from msgspec import Meta, Struct
+
+from .errors import HubError
+from .money import AmountError, to_minor
+
+__all__ = [
+    "CreateSession", "RegisterUser", "Progress", "OrderSummary", "ConfirmPayment",
+    "AppPayment", "decode", "amount", "currency", "check_object_size", "order_data",
+]
+
+T = TypeVar("T")
+
+TimeoutMinutes = Annotated[int, Meta(ge=1, le=120)]
+Location = Annotated[str, Meta(max_length=200)]
+TransactionId = Annotated[str, Meta(min_length=1, max_length=100)]
+
+
+class CreateSession(Struct, forbid_unknown_fields=False):
+    """``POST /create-session`` (CONTRACT §3)."""
+
+    machine_id: str
+    location: Location | None = None
+    session_timeout_minutes: TimeoutMinutes = 30
+    metadata: dict[str, Any] | None = None
+
+
+class RegisterUser(Struct):
+    """``POST /session/{id}/register-user``."""
+
+    machine_id: str
+    session_id: str
+    location: str | None = None
+    user_agent: str | None = None
+
+
+class Progress(Struct):
+    """``POST /session/{id}/progress``."""
+
+    user_progress: str
+
+
+class OrderSummary(Struct):
+    """``POST /session/{id}/order-summary``: the guide's §3 payload."""
+
+    order_data: dict[str, Any]
+    session_id: str | None = None
+    payment_amount: Decimal | None = None
+    currency: str | None = None
+
+
+class ConfirmPayment(Struct):
+    """``POST /session/{id}/confirm-payment``."""
+
+    session_id: str
+    payment_method: str
+    payment_amount: Decimal
+    transaction_id: TransactionId
+    payment_data: dict[str, Any] | None = None
+
+
+class AppPayment(Struct):
+    """``POST /session/{id}/app-payment`` ("Pay on App")."""
+
+    payment_amount: Decimal
+    transaction_id: TransactionId
+    currency: str | None = None
+    order_data: dict[str, Any] | None = None
+
+
+_PATH = re.compile(r" - at `\$\.?(.*)`$")
+
+
+def decode(raw: bytes | Any, typ: type[T]) -> T:
+    """Decode JSON bytes (or an already-decoded object, for socket ops) into ``typ``.
+
+    Raises:
+        HubError: 422 with a detail naming the field, e.g.
+            ``Invalid session_timeout_minutes: Expected `int` >= 1``.
+    """
+    try:
+        if isinstance(raw, (bytes, bytearray, memoryview)):
+            return msgspec.json.decode(raw, type=typ)
+        return msgspec.convert(raw, typ)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        m = _PATH.search(text)
+        reason = text if m is None else text[: m.start()]
+        where = "" if m is None else m.group(1)
+        if reason.startswith("Object missing required field"):
+            name = reason.split("`")[1]
+            raise HubError(422, f"Missing required field: {where + '.' if where else ''}{name}") from None
+        raise HubError(422, f"Invalid {where or 'body'}: {reason}") from None
+    except msgspec.DecodeError:
+        raise HubError(422, "Invalid JSON body") from None
+
+
+def amount(value: Decimal | None, field: str = "payment_amount") -> int:
+    """Exact amount → minor units, or 422 ``Invalid payment_amount: <why>``."""
+    if value is None:
+        raise HubError(422, f"Missing required field: {field}")
+    try:
+        return to_minor(value)
+    except AmountError as exc:
+        raise HubError(422, f"Invalid {field}: {exc}") from None
+
+
+_CURRENCY = re.compile(r"[A-Z]{3}")
+
+
+def currency(value: str | None, default: str = "GBP") -> str:
+    """An ISO 4217 code (three capital letters), default ``GBP``; else 422."""
+    if value is None:
+        return default
+    if not _CURRENCY.fullmatch(value):
+        raise HubError(422, "Invalid currency: expected an ISO 4217 code such as GBP")
+    return value
+
+
+def check_object_size(value: dict[str, Any] | None, field: str, limit: int = 4096) -> None:
+    """Refuse with 422 an object whose JSON form is over ``limit`` bytes (default 4 KiB)."""
+    if value is not None and len(msgspec.json.encode(value)) > limit:
+        raise HubError(422, f"Invalid {field}: larger than {limit // 1024} KiB")
+
+
+_STRING_FIELDS = ("brand", "model", "color", "inputText", "selectedFont", "selectedTextColor")
+_DATA_URL = re.compile(r"data:(image/(?:png|jpeg|jpg|webp|gif));base64,([A-Za-z0-9+/=\s]*)", re.S)
+
+
+def order_data(value: dict[str, Any], field: str = "order_data"
+               ) -> tuple[dict[str, Any], tuple[str, bytes] | None]:
+    """Check the guide's ``order_data`` and split off its design image.
+
+    Known fields must have their types (strings, ``template`` an object with string
+    ``id``/``name``); other fields pass through untouched. ``designImage`` must be a
+    ``data:image/...;base64,`` URL.
+
+    Returns:
+        (order_data without ``designImage``, (mime type, image bytes) or None).
+    Raises:
+        HubError: 422 naming the field.
+    """
+    data = dict(value)
+    for key in _STRING_FIELDS:
+        if data.get(key) is not None and not isinstance(data[key], str):
+            raise HubError(422, f"Invalid {field}.{key}: Expected `str`")
+    template = data.get("template")
+    if template is not None and not (
+            isinstance(template, dict)
+            and all(isinstance(template.get(k), (str, type(None))) for k in ("id", "name"))):
+        raise HubError(422, f"Invalid {field}.template: Expected an object with `id`, `name`")
+    image = data.pop("designImage", None)
+    if image is None:
+        return data, None
+    m = _DATA_URL.fullmatch(image) if isinstance(image, str) else None
+    if m is None:
+        raise HubError(422, f"Invalid {field}.designImage: Expected a data:image/...;base64 URL")
+    try:
+        raw = base64.b64decode("".join(m.group(2).split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise HubError(422, f"Invalid {field}.designImage: bad base64") from None
+    mime = "image/jpeg" if m.group(1) == "image/jpg" else m.group(1)
+    return data, (mime, raw)

@@ -1,0 +1,82 @@
+"""The store seam: where sessions, their event history and machines live.
+
+Two implementations stand behind :class:`Store`: :mod:`hub.store.sqlite` (the embedded
+default) and, chosen by ``HUB_REDIS_URL``, a Redis one. Guarantees every implementation
+gives (checked by the same tests on each):
+
+- :meth:`Store.apply` runs ``decide`` on the current state and commits its outcome
+  atomically: new state, its events with the next ``seq`` (gapless), the payment's
+  idempotency key. Two callers racing on one session get one winner; the loser's
+  ``decide`` runs again on the winner's state.
+- An event is visible to :meth:`Store.events_after` before ``apply`` returns, so a
+  subscriber that sees a gap can always fill it from the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..lifecycle import Outcome, Session
+from ..machines import Machine
+
+__all__ = ["Store", "Committed", "Decide"]
+
+Decide = Callable[[Session], Outcome]
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """What :meth:`Store.apply` committed: the outcome and each event's frame bytes."""
+
+    outcome: Outcome
+    frames: tuple[bytes, ...]
+
+
+class Store(Protocol):
+    """Durable state. All methods are coroutines; cancelling one may leave its write
+    committed or not, never half-done."""
+
+    name: str  #: ``sqlite`` or ``redis``, reported by ``test-connection``
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def ping(self) -> None:
+        """Raise if the store cannot serve requests (for ``/ready``)."""
+
+    async def add_machine(self, machine: Machine) -> None:
+        """Insert or replace a machine."""
+
+    async def machine(self, machine_id: str) -> Machine | None: ...
+    async def machine_by_key(self, key_hash: str) -> Machine | None: ...
+    async def machines(self) -> list[Machine]: ...
+
+    async def create(self, outcome: Outcome) -> Committed:
+        """Insert a new session and its ``session.created`` event."""
+
+    async def load(self, session_id: str) -> Session | None: ...
+
+    async def session_for_token(self, phone_token: str) -> str | None:
+        """The session id bound to a phone token, or None."""
+
+    async def apply(self, session_id: str, decide: Decide,
+                    image: tuple[str, bytes] | None = None) -> Committed:
+        """Run ``decide`` on the session's current state and commit what it returns.
+
+        ``image`` (mime type, bytes) is stored as the design image when the outcome
+        records an order. Raises :class:`~hub.errors.HubError` 404 when the session is
+        gone, 409 ``Transaction ID already used`` when the payment's key belongs to
+        another session (nothing is committed then).
+        """
+
+    async def events_after(self, session_id: str, seq: int) -> list[bytes] | None:
+        """Frames of events ``seq+1 …`` in order, or None when some are no longer held."""
+
+    async def due(self, now: int, limit: int) -> list[str]:
+        """Ids of open sessions whose deadline is at or before ``now`` (epoch ms)."""
+
+    async def open_sessions(self, machine_id: str) -> list[Session]:
+        """The machine's sessions that are not finished, oldest first."""
+
+    async def design_image(self, session_id: str) -> tuple[str, bytes] | None: ...
