@@ -62,6 +62,8 @@ class Conn:
         self.closed = asyncio.Event()
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
+        self._closer: asyncio.Task[None] | None = None
+        self._close_sent = False
 
     def start(self) -> None:
         self._writer = asyncio.create_task(self._write_loop())
@@ -89,21 +91,26 @@ class Conn:
         self._wake.set()
 
     def abort(self, code: int, reason: str) -> None:
-        """Drop what is queued and close now (slow consumer, shutdown)."""
+        """Drop what is queued and close now (slow consumer, bad frame, shutdown)."""
         self.queue.clear()
         self.queued = 0
         self.closing = (code, reason)
         if self._writer is not None and not self._writer.done():
             self._writer.cancel()
-        asyncio.create_task(self._final_close())
+        if self._closer is None:
+            self._closer = asyncio.create_task(self._final_close())
 
     async def _final_close(self) -> None:
-        if self.closed.is_set():
+        if self._close_sent:
             return
-        self.closed.set()
+        self._close_sent = True
         code, reason = self.closing or (CloseCode.NORMAL, "")
-        with contextlib.suppress(Exception):
+        try:
             await self._close(code, reason)
+        except Exception as exc:  # the peer left first
+            log.debug("close %s failed: %r", code, exc)
+        finally:
+            self.closed.set()
 
     async def _write_loop(self) -> None:
         """Send queued frames in order; cancelling it is safe (frames left are dropped)."""
@@ -123,12 +130,17 @@ class Conn:
             return
         await self._final_close()
 
-    def stop(self) -> None:
-        """The peer is gone: stop the writer and drop what is queued."""
-        self.closed.set()
+    async def stop(self) -> None:
+        """The handler is ending: finish a close under way, else stop the writer.
+
+        Safe to call more than once; it waits at most 5 s for a close frame to go out."""
+        if self._closer is not None:
+            with contextlib.suppress(Exception, asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._closer), 5)
         self.queue.clear()
         if self._writer is not None and not self._writer.done():
             self._writer.cancel()
+        self.closed.set()
 
     async def wait_closed(self) -> None:
         await self.closed.wait()

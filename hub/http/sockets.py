@@ -111,7 +111,7 @@ async def session_socket(ws: WebSocket) -> None:
         finally:
             await channels.offline(conn, [sid])
     finally:
-        conn.stop()
+        await conn.stop()
         await channels.detach(conn)
 
 
@@ -155,7 +155,7 @@ async def machine_socket(ws: WebSocket) -> None:
         finally:
             await channels.offline(conn, ids)
     finally:
-        conn.stop()
+        await conn.stop()
         await channels.detach(conn)
 
 
@@ -182,7 +182,6 @@ async def _read_loop(ws: WebSocket, hub: Hub, channels: Channels, conn: Conn,
             conn.abort(CloseCode.MALFORMED, "Malformed frame")
             break
         conn.push(reply)
-    conn.closed.set()
 
 
 async def _answer(hub: Hub, conn: Conn, caller: Caller, sid: str | None,

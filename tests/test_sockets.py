@@ -1,0 +1,132 @@
+"""Session and machine sockets: close codes, resume with ``since``, presence (CONTRACT §4)."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from .api import Api, close_code, connect, recv_json
+from .server import HubServer
+
+
+@pytest.fixture(scope="module")
+def machine(keys_hub: HubServer) -> tuple[str, str]:
+    return "VM_SOCK", keys_hub.add_machine("VM_SOCK")
+
+
+async def test_refusals_are_close_codes_after_accept(keys_hub: HubServer, machine) -> None:  # type: ignore[no-untyped-def]
+    mid, key = machine
+    other = keys_hub.add_machine("VM_SOCK_OTHER")
+    async with Api(keys_hub) as api:
+        sid = await api.new_session(mid, key)
+        base = f"/api/vending/session/{sid}/ws"
+        cases = [
+            (base, None, {}, 4401),
+            (base, "mk_wrong", {}, 4401),
+            (base, other, {}, 4403),
+            ("/api/vending/session/VM_SOCK_20250101_000000_ZZZZZZZZ/ws", key, {}, 4404),
+            ("/api/vending/session/VM_SOCK_20251301_000000_ZZZZZZZZ/ws", key, {}, 4400),
+            (base, key, {"since": "abc"}, 4400),
+            (base, key, {"since": "-1"}, 4400),
+            (base, key, {"since": "99"}, 4400),
+            ("/api/vending/machine/VM_SOCK/ws", other, {}, 4403),
+            ("/api/vending/machine/VM_NOBODY/ws", None, {}, 4401),
+        ]
+        for path, token, params, code in cases:
+            ws = await connect(keys_hub, path, token, **params)  # accepted first
+            assert await close_code(ws) == code, (path, token, params)
+        await api.cancel(sid, key)
+        ws = await connect(keys_hub, base, key)
+        assert await close_code(ws) == 4410
+
+
+async def test_token_in_query_for_browsers(keys_hub: HubServer, machine) -> None:  # type: ignore[no-untyped-def]
+    mid, key = machine
+    async with Api(keys_hub) as api:
+        sid = await api.new_session(mid, key)
+        ws = await connect(keys_hub, f"/api/vending/session/{sid}/ws?token={key}")
+        assert (await recv_json(ws))["type"] == "snapshot"
+        await ws.close()
+
+
+async def test_resume_since_replays_missed_events(keys_hub: HubServer, machine) -> None:  # type: ignore[no-untyped-def]
+    mid, key = machine
+    async with Api(keys_hub) as api:
+        sid = await api.new_session(mid, key)
+        token = (await api.register(sid, mid)).json()["phone_token"]
+        await api.progress(sid, token, "brand_selected")
+        ws = await connect(keys_hub, f"/api/vending/session/{sid}/ws", key, since=1)
+        first = await recv_json(ws)
+        assert (first["type"], first["seq"], first["event"]) == ("event", 2, "phone.registered")
+        assert (await recv_json(ws))["seq"] == 3
+        await api.progress(sid, token, "design_complete")
+        assert (await recv_json(ws))["seq"] == 4
+        await ws.close()
+        ws = await connect(keys_hub, f"/api/vending/session/{sid}/ws", key, since=4)
+        await api.progress(sid, token, "payment_reached")  # nothing before the next event
+        assert (await recv_json(ws))["seq"] == 5
+        await ws.close()
+        await api.cancel(sid, key)
+        ws = await connect(keys_hub, f"/api/vending/session/{sid}/ws", key, since=4)
+        got = [await recv_json(ws), await recv_json(ws)]
+        assert [f["event"] for f in got] == ["progress", "session.cancelled"]
+        assert await close_code(ws) == 1000
+
+
+async def test_presence_frames(keys_hub: HubServer, machine) -> None:  # type: ignore[no-untyped-def]
+    mid, key = machine
+    async with Api(keys_hub) as api:
+        sid = await api.new_session(mid, key)
+        token = (await api.register(sid, mid)).json()["phone_token"]
+        phone = await connect(keys_hub, f"/api/vending/session/{sid}/ws", token)
+        assert (await recv_json(phone))["presence"] == {"machine": False, "phone": False}
+        wide = await connect(keys_hub, f"/api/vending/machine/{mid}/ws", key)
+        snap = await recv_json(wide)
+        assert sid in [s["session_id"] for s in snap["sessions"]]
+        assert await recv_json(phone) == {"type": "presence", "session_id": sid,
+                                          "role": "machine", "online": True}
+        await wide.close()
+        assert await recv_json(phone) == {"type": "presence", "session_id": sid,
+                                          "role": "machine", "online": False}
+        machine_ws = await connect(keys_hub, f"/api/vending/session/{sid}/ws", key)
+        assert (await recv_json(machine_ws))["presence"] == {"machine": False, "phone": True}
+        assert (await recv_json(phone))["online"] is True
+        await phone.close()
+        assert await recv_json(machine_ws) == {"type": "presence", "session_id": sid,
+                                               "role": "phone", "online": False}
+        await machine_ws.close()
+
+
+async def test_bad_frames_close_4400_and_big_frames_1009(keys_hub: HubServer, machine) -> None:  # type: ignore[no-untyped-def]
+    mid, key = machine
+    async with Api(keys_hub) as api:
+        sid = await api.new_session(mid, key)
+        for frame in ["not json", "[1,2]", '{"op":"dance","id":1}', '{"op":"cancel"}']:
+            ws = await connect(keys_hub, f"/api/vending/session/{sid}/ws", key)
+            await recv_json(ws)
+            await ws.send(frame)
+            assert await close_code(ws) == 4400, frame
+        ws = await connect(keys_hub, f"/api/vending/session/{sid}/ws", key)
+        await recv_json(ws)
+        await ws.send(orjson.dumps({"op": "ping", "pad": "x" * 70_000}).decode())
+        assert await close_code(ws) == 1009
+        st = (await api.status(sid, key)).json()
+        assert st["status"] == "active" and st["seq"] == 1
+
+
+async def test_machine_socket_hears_every_session(keys_hub: HubServer) -> None:
+    key = keys_hub.add_machine("VM_WIDE")
+    async with Api(keys_hub) as api:
+        wide = await connect(keys_hub, "/api/vending/machine/VM_WIDE/ws", key)
+        assert await recv_json(wide) == {"type": "snapshot", "sessions": []}
+        a = await api.new_session("VM_WIDE", key)
+        b = await api.new_session("VM_WIDE", key)
+        await api.cancel(a, key)
+        frames = [await recv_json(wide) for _ in range(3)]
+        assert [(f["session_id"], f["event"]) for f in frames] == [
+            (a, "session.created"), (b, "session.created"), (a, "session.cancelled")]
+        await wide.send(orjson.dumps({"op": "cancel", "id": 9, "session_id": b}).decode())
+        got = [await recv_json(wide), await recv_json(wide)]  # the event, then the ack
+        assert {"ack", "event"} == {f["type"] for f in got}
+        assert [f for f in got if f["type"] == "ack"][0]["code"] == 200
+        await wide.close()
