@@ -38,7 +38,9 @@ class BodyLimit:
                     too_large = False
                 if too_large:
                     await send({"type": "http.response.start", "status": 413, "headers": [
-                        (b"content-type", b"application/json"), (b"connection", b"close")]})
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(_TOO_LARGE)).encode()),
+                        (b"connection", b"close")]})
                     await send({"type": "http.response.body", "body": _TOO_LARGE})
                     return
         seen = 0

@@ -1,0 +1,154 @@
+"""Credentials, the order of checks, rate limits and body limits (CONTRACT §1)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+from .api import Api, auth
+from .server import HubServer
+
+
+async def test_order_of_checks(keys_hub: HubServer) -> None:
+    """credential 401 → id format 400 → existence 404 → ownership 403 → body 422 → state."""
+    key = keys_hub.add_machine("VM_AUTH_1")
+    other = keys_hub.add_machine("VM_AUTH_2")
+    async with Api(keys_hub) as api:
+        sid = await api.new_session("VM_AUTH_1", key)
+        bad_id, unknown = "VM_AUTH_1_2025XX01_000000_ABCDEF", "VM_AUTH_1_20250101_000000_ABCDEF"
+        cases = [
+            (None, bad_id, 401, "Not authenticated"),
+            ("mk_nope", bad_id, 401, "Not authenticated"),
+            ("Basic dXNlcjpwYXNz", sid, 401, "Not authenticated"),
+            (key, bad_id, 400, "Invalid session ID format"),
+            (key, unknown, 404, "Session not found"),
+            (other, sid, 403, "Forbidden"),
+            ("app-secret-key", sid, 403, "Forbidden"),
+        ]
+        for token, target, code, detail in cases:
+            r = await api.http.post(api.path(target, "/confirm-payment"),
+                                    headers={"Authorization": token} if token and " " in token
+                                    else auth(token), content=b"{not json")
+            assert (r.status_code, r.json()) == (code, {"detail": detail}), (token, target)
+        r = await api.http.post(api.path(sid, "/confirm-payment"), headers=auth(key),
+                                content=b"{not json")
+        assert r.status_code == 422 and "detail" in r.json()
+        r = await api.confirm(sid, key, "T1")
+        assert r.status_code == 409
+        # a phone token of another session: 403; a machine key on a phone route: 403
+        sid2 = await api.new_session("VM_AUTH_1", key)
+        token2 = (await api.register(sid2, "VM_AUTH_1")).json()["phone_token"]
+        assert (await api.progress(sid, token2, "brand_selected")).status_code == 403
+        assert (await api.progress(sid2, key, "brand_selected")).status_code == 403
+        assert (await api.status(sid2, token2)).status_code == 200
+        # create-session for another machine's id
+        r = await api.create("VM_AUTH_2", key)
+        assert (r.status_code, r.json()) == (403, {"detail": "Forbidden"})
+        r = await api.create("bad id!", key)
+        assert (r.status_code, r.json()) == (400, {"detail": "Invalid machine ID format"})
+
+
+async def test_register_binds_first_phone(keys_hub: HubServer) -> None:
+    key = keys_hub.add_machine("VM_AUTH_3")
+    async with Api(keys_hub) as api:
+        sid = await api.new_session("VM_AUTH_3", key)
+        r = await api.register(sid, "VM_AUTH_3")
+        token = r.json()["phone_token"]
+        await api.progress(sid, token, "design_complete")
+        again = await api.register(sid, "VM_AUTH_3", token)
+        assert again.status_code == 200 and again.json()["phone_token"] == token
+        assert again.json()["user_progress"] == "design_complete"  # nothing rewinds
+        r = await api.register(sid, "VM_AUTH_3")
+        assert (r.status_code, r.json()) == (409, {"detail": "Session already claimed"})
+        r = await api.register(sid, "VM_OTHER", token)
+        assert (r.status_code, r.json()) == (400, {"detail": "Machine ID mismatch"})
+
+
+async def test_open_mode_reregister_without_token(open_hub: HubServer) -> None:
+    async with Api(open_hub) as api:
+        sid = await api.new_session("VM_OPEN_1")
+        first = (await api.register(sid, "VM_OPEN_1")).json()
+        await api.progress(sid, None, "brand_selected")
+        again = await api.register(sid, "VM_OPEN_1")
+        assert again.status_code == 200
+        assert again.json()["phone_token"] == first["phone_token"]
+        assert again.json()["user_progress"] == "brand_selected"
+        # phone prices are trusted in open mode
+        r = await api.order(sid, None, amount="24.50")
+        assert r.status_code == 200 and r.json()["payment_amount"] == 24.5
+        assert '"payment_amount":24.50' in r.text
+
+
+async def test_keys_mode_price_comes_from_price_list(keys_hub: HubServer) -> None:
+    key = keys_hub.add_machine("VM_AUTH_4")
+    async with Api(keys_hub) as api:
+        sid = await api.new_session("VM_AUTH_4", key)
+        token = (await api.register(sid, "VM_AUTH_4")).json()["phone_token"]
+        r = await api.order(sid, token, amount=1.00)
+        assert (r.status_code, r.json()) == (409, {"detail": "Payment amount does not match price"})
+        r = await api.order(sid, token, amount="19.99")
+        assert r.status_code == 200 and r.json()["payment_amount"] == 19.99
+
+
+async def test_rate_limits(fresh_hub) -> None:  # type: ignore[no-untyped-def]
+    server: HubServer = fresh_hub(HUB_CREATE_RATE="10", HUB_AUTH_FAIL_RATE="20")
+    key = server.add_machine("VM_RATE")
+    async with Api(server) as api:
+        codes = [(await api.create("VM_RATE", key)).status_code for _ in range(11)]
+        assert codes == [200] * 10 + [429]
+        r = await api.create("VM_RATE", key)
+        assert r.json() == {"detail": "Rate limit exceeded"}
+        assert 1 <= int(r.headers["Retry-After"]) <= 60
+        codes = [(await api.status("VM_RATE_20250101_000000_ABCDEF", "mk_bad")).status_code
+                 for _ in range(21)]
+        assert codes == [401] * 20 + [429]
+        # over the limit the address is refused until the window ends, good key or not:
+        # guessing must not go on at full speed behind one valid key
+        r = await api.status("VM_RATE_20250101_000000_ABCDEF", key)
+        assert r.status_code == 429 and "Retry-After" in r.headers
+
+
+async def test_body_limits(keys_hub: HubServer) -> None:
+    key = keys_hub.add_machine("VM_AUTH_5")
+    async with Api(keys_hub) as api:
+        big = b'{"machine_id":"VM_AUTH_5","pad":"' + b"x" * 17_000 + b'"}'
+        r = await api.http.post("/api/vending/create-session", content=big, headers=auth(key))
+        assert (r.status_code, r.json()) == (413, {"detail": "Request body too large"})
+
+        async def chunks():  # no Content-Length: counted as it streams
+            yield b'{"machine_id":"VM_AUTH_5","pad":"'
+            for _ in range(20):
+                yield b"x" * 1000
+            yield b'"}'
+
+        r = await api.http.post("/api/vending/create-session", content=chunks(),
+                                headers=auth(key))
+        assert (r.status_code, r.json()) == (413, {"detail": "Request body too large"})
+        sid = await api.new_session("VM_AUTH_5", key)
+        token = (await api.register(sid, "VM_AUTH_5")).json()["phone_token"]
+        image = "data:image/png;base64," + "A" * 600_000  # 0.6 MB is fine for an order
+        r = await api.order(sid, token, order_data={"brand": "x", "designImage": image})
+        assert r.status_code == 200, r.text
+        # over 1 MiB: answered from the headers alone, before any of the body is sent
+        reader, writer = await asyncio.open_connection("127.0.0.1", keys_hub.port)
+        writer.write(f"POST {api.path(sid, '/order-summary')} HTTP/1.1\r\nHost: x\r\n"
+                     f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
+                     "Content-Length: 1100000\r\n\r\n".encode())
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 413")
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        body = await asyncio.wait_for(reader.readexactly(length), 5)
+        assert body == b'{"detail":"Request body too large"}'
+        writer.close()
+        assert (await api.status(sid, token)).json()["seq"] == 3
+
+
+def test_unknown_routes_and_methods_have_detail(keys_hub: HubServer) -> None:
+    r = httpx.get(keys_hub.url + "/api/vending/nothing-here")
+    assert r.status_code == 404 and r.json() == {"detail": "Not Found"}
+    r = httpx.get(keys_hub.url + "/api/vending/session/VM_1_20250101_000000_ABCDEF")
+    assert r.status_code == 405 and r.json() == {"detail": "Method Not Allowed"}
+    r = httpx.get(keys_hub.url + "/ready")
+    assert r.status_code == 200 and r.json()["store"] == "sqlite"
