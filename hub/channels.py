@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import defaultdict, deque
+import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -25,11 +26,18 @@ from .codec import dumps
 from .broker import Broker, machine_channel, session_channel
 from .errors import CloseCode
 from .lifecycle import TERMINAL
+from .presence import LocalPresence, Presence
 from .store import Store
 
 __all__ = ["Conn", "Channels", "SEND_QUEUE_LIMIT"]
 
 log = logging.getLogger("hub.channels")
+
+#: this process's name in shared presence sets
+INSTANCE = uuid.uuid4().hex[:12]
+
+#: this process's name in shared presence sets
+INSTANCE = uuid.uuid4().hex[:12]
 
 #: bytes of live frames one socket may have queued before it is closed with 4408
 SEND_QUEUE_LIMIT = 1 << 20
@@ -64,6 +72,7 @@ class Conn:
         self._writer: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
         self._close_sent = False
+        self.member = f"{INSTANCE}:{id(self):x}"  #: this socket's name in presence sets
 
     def start(self) -> None:
         self._writer = asyncio.create_task(self._write_loop())
@@ -146,22 +155,6 @@ class Conn:
         await self.closed.wait()
 
 
-class Presence:
-    """Who is online, counted locally: sockets per (session, role) and machine-wide
-    sockets per machine. A machine-wide socket counts as machine presence in each of its
-    machine's sessions (CONTRACT §4)."""
-
-    def __init__(self) -> None:
-        self.sessions: dict[tuple[str, str], int] = defaultdict(int)
-        self.machines: dict[str, int] = defaultdict(int)
-
-    def of(self, session_id: str, machine_id: str) -> dict[str, bool]:
-        """The snapshot's ``presence`` object for one session."""
-        return {"machine": self.sessions.get((session_id, "machine"), 0) > 0
-                or self.machines.get(machine_id, 0) > 0,
-                "phone": self.sessions.get((session_id, "phone"), 0) > 0}
-
-
 def presence_frame(session_id: str, role: str, online: bool) -> bytes:
     """CONTRACT §4's presence frame."""
     return orjson.dumps({"type": "presence", "session_id": session_id, "role": role,
@@ -171,10 +164,11 @@ def presence_frame(session_id: str, role: str, online: bool) -> bytes:
 class Channels:
     """The local registry: which sockets listen on which channel, and delivery to them."""
 
-    def __init__(self, store: Store, broker: Broker) -> None:
+    def __init__(self, store: Store, broker: Broker, presence: Presence | None = None
+                 ) -> None:
         self.store, self.broker = store, broker
         self.subs: dict[str, set[Conn]] = {}
-        self.presence = Presence()
+        self.presence: Presence = presence or LocalPresence()
         self.conns: set[Conn] = set()
 
     # -- registry -------------------------------------------------------------------
@@ -276,32 +270,15 @@ class Channels:
 
     # -- presence -------------------------------------------------------------------
     async def online(self, conn: Conn, session_ids: list[str]) -> None:
-        """Count ``conn`` present; publish presence where a party came online."""
-        p = self.presence
-        if conn.session_id is None:
-            p.machines[conn.machine_id] += 1
-            first = p.machines[conn.machine_id] == 1
-        else:
-            p.sessions[(conn.session_id, conn.role)] += 1
-            first = p.sessions[(conn.session_id, conn.role)] == 1
-        if first:
+        """Count ``conn`` present; publish presence where its party came online."""
+        if await self.presence.join(conn.member, conn.machine_id, conn.session_id,
+                                    conn.role):
             await self._announce(conn, session_ids, True)
 
     async def offline(self, conn: Conn, session_ids: list[str]) -> None:
-        """Uncount ``conn``; publish presence where a party went offline."""
-        p = self.presence
-        if conn.session_id is None:
-            p.machines[conn.machine_id] -= 1
-            last = p.machines[conn.machine_id] <= 0
-            if last:
-                del p.machines[conn.machine_id]
-        else:
-            key = (conn.session_id, conn.role)
-            p.sessions[key] -= 1
-            last = p.sessions[key] <= 0
-            if last:
-                del p.sessions[key]
-        if last:
+        """Uncount ``conn``; publish presence where its party went offline."""
+        if await self.presence.leave(conn.member, conn.machine_id, conn.session_id,
+                                     conn.role):
             await self._announce(conn, session_ids, False)
 
     async def _announce(self, conn: Conn, session_ids: list[str], online: bool) -> None:
@@ -310,6 +287,31 @@ class Channels:
             await self.broker.publish(session_channel(sid), frame)
             if conn.role == "phone":
                 await self.broker.publish(machine_channel(conn.machine_id), frame)
+
+    def recover_all(self) -> None:
+        """After a broker outage: fill every local socket's gaps from the store, and tell
+        machine-wide sockets about sessions created meanwhile."""
+        for conn in list(self.conns):
+            if conn.pending is not None or conn.closed.is_set():
+                continue
+            if conn.session_id is None:
+                asyncio.create_task(self._recover_machine(conn))
+            else:
+                self._recover(conn, conn.session_id)
+
+    def _recover(self, conn: Conn, sid: str) -> None:
+        if sid not in conn.gaps:
+            conn.gaps[sid] = []
+            asyncio.create_task(self._fill_gap(conn, sid))
+
+    async def _recover_machine(self, conn: Conn) -> None:
+        try:
+            sessions = await self.store.open_sessions(conn.machine_id)
+        except Exception:
+            log.exception("could not list sessions of %s", conn.machine_id)
+            return
+        for sid in {s.session_id for s in sessions} | set(conn.last):
+            self._recover(conn, sid)
 
     # -- shutdown -------------------------------------------------------------------
     async def shutdown(self, timeout: float = 5.0) -> None:

@@ -26,7 +26,7 @@ from .machines import MACHINE_KEY_PREFIX, PHONE_TOKEN_PREFIX, Machine, key_hash,
 from .money import from_minor
 from .prices import PriceList
 from .qr import qr_url
-from .ratelimit import RateLimiter
+from .ratelimit import LocalRateLimiter, RateLimiter
 from .store import Committed, Store
 from .views import order_info_body, payment_body, register_body, status_body, validate_body
 
@@ -58,12 +58,13 @@ class Hub:
     """
 
     def __init__(self, settings: Settings, store: Store, broker: Broker,
+                 limits: RateLimiter | None = None,
                  clock: Callable[[], int] = now_ms) -> None:
         self.settings, self.store, self.broker, self.clock = settings, store, broker, clock
         self.policy = L.Policy(int(settings.session_minute_s * 1000),
                                int(settings.payment_timeout_s * 1000))
         self.prices = PriceList.load(settings.prices)
-        self.limits = RateLimiter()
+        self.limits: RateLimiter = limits or LocalRateLimiter()
 
     # -- credentials ------------------------------------------------------------------
     async def authenticate(self, token: str | None, client: str,
@@ -76,20 +77,19 @@ class Hub:
         """
         if self.settings.open_mode:
             return Caller("open", token=token)
-        now = self.clock()
-        key = "authfail:" + client
-        if self.limits.over(key, self.settings.auth_fail_rate, now):
-            self.limits.hit(key, self.settings.auth_fail_rate, now)
+        await self.limits.check("authfail:" + client, self.settings.auth_fail_rate,
+                                self.clock())
         caller = await self._resolve(token)
         if caller is None and (token is not None or not anonymous_ok):
-            self.auth_failed(client)
+            await self.auth_failed(client)
             raise HubError(401, "Not authenticated")
         return caller or Caller("anonymous")
 
-    def auth_failed(self, client: str) -> None:
+    async def auth_failed(self, client: str) -> None:
         """Count one failed credential (401 or 403) for ``client``'s rate limit."""
         try:
-            self.limits.hit("authfail:" + client, self.settings.auth_fail_rate, self.clock())
+            await self.limits.hit("authfail:" + client, self.settings.auth_fail_rate,
+                                  self.clock())
         except HubError:
             pass
 
@@ -162,7 +162,7 @@ class Hub:
             raise HubError(403, "Forbidden")
         S.check_object_size(body.metadata, "metadata")
         now = self.clock()
-        self.limits.hit("create:" + body.machine_id, self.settings.create_rate, now)
+        await self.limits.hit("create:" + body.machine_id, self.settings.create_rate, now)
         machine = await self.store.machine(body.machine_id)
         if machine is None:  # open mode: registered on first use
             machine = Machine(body.machine_id, body.machine_id, body.location, None, now)

@@ -41,7 +41,7 @@ async def _call(request: Request, command: Callable[[Hub, Caller], Awaitable[Any
         return await command(hub, caller)
     except HubError as exc:
         if exc.status == 403 and caller.role != "open":
-            hub.auth_failed(client)
+            await hub.auth_failed(client)
         raise
 
 

@@ -90,14 +90,14 @@ async def session_socket(ws: WebSocket) -> None:
             conn.last[sid] = current.seq
             conn.push_obj({"type": "snapshot", "session": status_body(current),
                              "seq": current.seq,
-                             "presence": channels.presence.of(sid, current.machine_id)})
+                             "presence": await channels.presence.of(sid, current.machine_id)})
         else:
             frames = await hub.store.events_after(sid, since)
             if frames is None:
                 conn.last[sid] = current.seq
                 conn.push_obj({"type": "snapshot", "session": status_body(current),
                                  "seq": current.seq, "recovered": False,
-                                 "presence": channels.presence.of(sid, current.machine_id)})
+                                 "presence": await channels.presence.of(sid, current.machine_id)})
             else:
                 conn.last[sid] = since
                 channels.replay(conn, frames)
@@ -133,7 +133,7 @@ async def machine_socket(ws: WebSocket) -> None:
             raise HubError(404, "Machine not found")
     except HubError as exc:
         if exc.status == 403:
-            hub.auth_failed(client_address(ws, hub.settings.trusted_proxies))
+            await hub.auth_failed(client_address(ws, hub.settings.trusted_proxies))
         await _close(ws, close_code_for(exc), exc.detail)
         return
     except Refuse as exc:
