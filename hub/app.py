@@ -10,44 +10,91 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
+from .broker import Broker
 from .broker.local import LocalBroker
 from .channels import Channels
 from .config import Settings
 from .http import rest, sockets
 from .http.errors import exception_handlers
 from .http.middleware import BodyLimit
+from .clock import now_ms
+from .presence import LocalPresence, Presence, RedisPresence
 from .qr import QrRenderer
+from .ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter
 from .service import Hub
+from .store import Store
 from .store.sqlite import SqliteStore
 from .sweeper import sweep_forever
 
-__all__ = ["create_app", "make_store"]
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+__all__ = ["create_app", "make_backends", "Backends"]
 
 log = logging.getLogger("hub")
 
 
-def make_store(settings: Settings) -> SqliteStore:
-    """The store the settings name (the embedded SQLite store)."""
-    return SqliteStore(settings.db)
+@dataclass
+class Backends:
+    """The seams an instance runs on: embedded (SQLite + in-process) or Redis."""
+
+    store: Store
+    broker: Broker
+    limits: RateLimiter
+    presence: Presence
+    redis: Redis | None = None  #: the Redis client to close, if any
+
+    async def aclose(self) -> None:
+        if isinstance(self.presence, RedisPresence):
+            await self.presence.close()
+        if self.redis is not None:
+            await self.redis.aclose()
+
+
+def make_backends(settings: Settings) -> Backends:
+    """The backends ``HUB_REDIS_URL`` selects: Redis for state, fan-out, rate limits and
+    presence when set; else SQLite (``HUB_DB``) and this process."""
+    if not settings.redis_url:
+        return Backends(SqliteStore(settings.db), LocalBroker(), LocalRateLimiter(),
+                        LocalPresence())
+    from redis.asyncio import Redis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+
+    from .broker.redis import RedisBroker
+    from .store.redis import RedisStore
+
+    prefix = settings.redis_prefix
+    retry = Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), 3)
+    redis = Redis.from_url(settings.redis_url, retry=retry, socket_timeout=5,
+                           socket_connect_timeout=2, health_check_interval=15)
+    # the listener sees every loss itself (no silent retry) so it can run recovery
+    listener = Redis.from_url(settings.redis_url, retry=Retry(NoBackoff(), 0),
+                              socket_connect_timeout=2)
+    return Backends(RedisStore(redis, prefix), RedisBroker(listener, prefix),
+                    RedisRateLimiter(redis, prefix), RedisPresence(redis, prefix, now_ms),
+                    redis)
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
     """The ASGI app. ``settings`` default to :meth:`Settings.from_env`."""
     settings = settings or Settings.from_env()
-    store = make_store(settings)
-    broker = LocalBroker()
-    hub = Hub(settings, store, broker)
-    channels = Channels(store, broker)
+    backends = make_backends(settings)
+    store, broker = backends.store, backends.broker
+    hub = Hub(settings, store, broker, backends.limits)
+    channels = Channels(store, broker, backends.presence)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await store.open()
-        await broker.open(channels.on_message)
+        await broker.open(channels.on_message, channels.recover_all)
         if settings.open_mode:
             log.warning("HUB_AUTH=open: credentials are NOT checked; for local trials only")
         sweeper = asyncio.create_task(sweep_forever(hub, settings.sweep_interval_s))
@@ -60,6 +107,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await channels.shutdown()
             await broker.close()
             await store.close()
+            await backends.aclose()
 
     middleware = [Middleware(BodyLimit)]
     if settings.cors_origins:

@@ -31,9 +31,10 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 async def _machines(args: argparse.Namespace) -> int:
-    from .app import make_store
+    from .app import make_backends
 
-    store = make_store(Settings.from_env())
+    backends = make_backends(Settings.from_env())
+    store = backends.store
     await store.open()
     try:
         if args.action == "list":
@@ -58,6 +59,7 @@ async def _machines(args: argparse.Namespace) -> int:
         return 0
     finally:
         await store.close()
+        await backends.aclose()
 
 
 def parser() -> argparse.ArgumentParser:

@@ -142,6 +142,8 @@ class Hub:
 
         A broker failure is logged, not raised: the events are committed, and sockets
         recover them from the store by ``seq``."""
+        if done.published:
+            return
         s = done.outcome.session
         for frame in done.frames:
             try:

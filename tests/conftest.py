@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
+from .redis_server import private_or_given
 from .server import HubServer
 
 
@@ -22,32 +25,59 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 @pytest.fixture(scope="session")
-def keys_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubServer]:
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Redis for the tests: ``HUB_TEST_REDIS_URL``, else a private redis-server."""
+    url, server = private_or_given(tmp_path_factory.mktemp("redis"))
+    yield url
+    if server is not None:
+        server.stop()
+
+
+@pytest.fixture(scope="session", params=["sqlite", "redis"])
+def backend(request: pytest.FixtureRequest) -> dict[str, str]:
+    """Every hub test runs on both backends: the embedded SQLite one and Redis."""
+    if request.param == "sqlite":
+        return {}
+    return {"HUB_REDIS_URL": request.getfixturevalue("redis_url")}
+
+
+def _env(backend: dict[str, str], **env: str) -> dict[str, str]:
+    if backend:  # a prefix of its own per hub: tests share one Redis
+        env = {**env, **backend, "HUB_REDIS_PREFIX": f"t{uuid.uuid4().hex[:8]}:"}
+    return env
+
+
+@pytest.fixture(scope="session")
+def keys_hub(tmp_path_factory: pytest.TempPathFactory, backend: dict[str, str]
+             ) -> Iterator[HubServer]:
     """A hub in ``keys`` mode, shared by the tests of the session."""
     server = HubServer(tmp_path_factory.mktemp("keys") / "hub.db",
-                       {"HUB_APP_KEY": "app-secret-key"}).start()
+                       _env(backend, HUB_APP_KEY="app-secret-key")).start()
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="session")
-def open_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubServer]:
+def open_hub(tmp_path_factory: pytest.TempPathFactory, backend: dict[str, str]
+             ) -> Iterator[HubServer]:
     """A hub in ``open`` mode (``hub serve --open``), shared by the tests of the session."""
-    server = HubServer(tmp_path_factory.mktemp("open") / "hub.db", open_mode=True).start()
+    server = HubServer(tmp_path_factory.mktemp("open") / "hub.db", _env(backend),
+                       open_mode=True).start()
     yield server
     server.stop()
 
 
 @pytest.fixture
-def fresh_hub(tmp_path: pytest.TempPathFactory) -> Iterator[HubServer]:
+def fresh_hub(tmp_path: Path, backend: dict[str, str]) -> Iterator[Callable[..., HubServer]]:
     """Factory of private hubs (short timeouts, restarts): ``fresh_hub(**env)``."""
     servers: list[HubServer] = []
 
     def make(open_mode: bool = False, **env: str) -> HubServer:
-        server = HubServer(tmp_path / f"hub{len(servers)}.db", env, open_mode)  # type: ignore[operator]
+        server = HubServer(tmp_path / f"hub{len(servers)}.db", _env(backend, **env),
+                           open_mode)
         servers.append(server)
         return server.start()
 
-    yield make  # type: ignore[misc]
+    yield make
     for server in servers:
         server.stop()

@@ -49,6 +49,11 @@ class HubServer:
         return env
 
     @property
+    def backend(self) -> str:
+        """``redis`` when this hub runs on Redis, else ``sqlite``."""
+        return "redis" if "HUB_REDIS_URL" in self.env_overrides else "sqlite"
+
+    @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 

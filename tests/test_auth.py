@@ -151,4 +151,5 @@ def test_unknown_routes_and_methods_have_detail(keys_hub: HubServer) -> None:
     r = httpx.get(keys_hub.url + "/api/vending/session/VM_1_20250101_000000_ABCDEF")
     assert r.status_code == 405 and r.json() == {"detail": "Method Not Allowed"}
     r = httpx.get(keys_hub.url + "/ready")
-    assert r.status_code == 200 and r.json()["store"] == "sqlite"
+    assert r.status_code == 200 and r.json()["store"] == keys_hub.backend
+    assert r.json()["broker"] == {"sqlite": "local", "redis": "redis"}[keys_hub.backend]

@@ -66,7 +66,7 @@ async def test_guide_testing_guide_literally_in_open_mode(open_hub: HubServer) -
         st = (await http.get(f"/api/vending/session/{sid}/status")).json()
         assert st["status"] == "payment_completed" and st["payment_amount"] == 19.99
         r = await http.get("/api/chinese/test-connection")
-        assert r.json()["auth_mode"] == "open" and r.json()["store"] == "sqlite"
+        assert r.json()["auth_mode"] == "open" and r.json()["store"] == open_hub.backend
 
 
 async def test_happy_path_keys_mode_with_live_sockets(keys_hub: HubServer) -> None:
@@ -81,8 +81,8 @@ async def test_happy_path_keys_mode_with_live_sockets(keys_hub: HubServer) -> No
         assert r.json()["machine_info"] == {"id": "VM_FLOW_01", "name": "Mall Kiosk 1",
                                             "location": "Westfield Mall - Level 2"}
         machine = await connect(keys_hub, f"/api/vending/session/{sid}/ws", key)
-        wide = await connect(keys_hub, "/api/vending/machine/VM_FLOW_01/ws", key)
         snap = await recv_json(machine)
+        wide = await connect(keys_hub, "/api/vending/machine/VM_FLOW_01/ws", key)
         assert snap["type"] == "snapshot" and snap["seq"] == 1
         assert snap["session"]["status"] == "active"
         assert snap["presence"] == {"machine": False, "phone": False}

@@ -114,13 +114,15 @@ def decode_png(data: bytes) -> str:
     return decode(PIL.Image.open(io.BytesIO(data)))
 
 
-def check_url(url: str, machine_id: str, session_id: str, location: str | None) -> None:
-    """``url`` is ``BASE?qr=true&machine_id=…&session_id=…[&location=…]`` with every value
+def check_url(url: str, machine_id: str, session_id: str, location: str | None,
+              base: str = BASE) -> None:
+    """``url`` is ``base?qr=true&machine_id=…&session_id=…[&location=…]`` with every value
     RFC 3986 percent-encoded, and splitting it gives back exactly the values sent."""
     parts = urlsplit(url)
+    want_parts = urlsplit(base)
     assert (parts.scheme, parts.netloc, parts.path, parts.fragment) == (
-        "https", "pimpmycase.shop", "/", ""), url
-    assert url.startswith(BASE + "?qr=true&"), url
+        want_parts.scheme, want_parts.netloc, want_parts.path, ""), url
+    assert url.startswith(base + "?qr=true&"), url
     for pair in parts.query.split("&"):
         name, _, value = pair.partition("=")
         assert ENCODED.fullmatch(value), f"{name} not RFC 3986 percent-encoded: {value!r}"
@@ -176,6 +178,16 @@ def test_png_decodes_to_qr_url_keys_mode(keys_client: httpx.Client,
 def test_any_location_round_trips(open_client: httpx.Client, location: str,
                                   machine_id: str) -> None:
     roundtrip(open_client, machine_id, location)
+
+
+def test_qr_base_setting(fresh_hub: Any) -> None:
+    base = "https://cases.example.test/start"
+    server = fresh_hub(open_mode=True, HUB_QR_BASE=base)
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        data = create(client, "VM_QR-base", "Gate 5 & 6")
+        check_url(data["qr_url"], "VM_QR-base", data["session_id"], "Gate 5 & 6", base)
+        assert decode_png(fetch_png(client, data["session_id"])) == data["qr_url"]
+    assert server.errors_logged() == ""
 
 
 # -- access -------------------------------------------------------------------------------

@@ -33,8 +33,10 @@ class Broker(Protocol):
 
     name: str  #: ``local`` or ``redis``, reported by ``test-connection``
 
-    async def open(self, handler: Handler) -> None:
-        """Start; ``handler`` receives every message of every subscribed channel."""
+    async def open(self, handler: Handler,
+                   on_reconnect: Callable[[], None] | None = None) -> None:
+        """Start; ``handler`` receives every message of every subscribed channel, and
+        ``on_reconnect`` is called after an outage (messages may have been missed)."""
 
     async def close(self) -> None: ...
     async def ping(self) -> None:

@@ -17,7 +17,7 @@ class LocalBroker:
         self._handler: Handler | None = None
         self._channels: set[str] = set()
 
-    async def open(self, handler: Handler) -> None:
+    async def open(self, handler: Handler, on_reconnect: object = None) -> None:
         self._handler = handler
 
     async def close(self) -> None:

@@ -28,10 +28,14 @@ Decide = Callable[[Session], Outcome]
 
 @dataclass(frozen=True, slots=True)
 class Committed:
-    """What :meth:`Store.apply` committed: the outcome and each event's frame bytes."""
+    """What :meth:`Store.apply` committed: the outcome and each event's frame bytes.
+
+    ``published`` is True when the store already published the frames in the same
+    atomic step (Redis); else the service publishes them after the commit."""
 
     outcome: Outcome
     frames: tuple[bytes, ...]
+    published: bool = False
 
 
 class Store(Protocol):
