@@ -27,7 +27,7 @@ from .broker import Broker, machine_channel, session_channel
 from .errors import CloseCode
 from .lifecycle import TERMINAL
 from .presence import LocalPresence, Presence
-from .store import Store
+from .store import UNAVAILABLE, Store
 
 __all__ = ["Conn", "Channels", "SEND_QUEUE_LIMIT"]
 
@@ -270,16 +270,24 @@ class Channels:
 
     # -- presence -------------------------------------------------------------------
     async def online(self, conn: Conn, session_ids: list[str]) -> None:
-        """Count ``conn`` present; publish presence where its party came online."""
-        if await self.presence.join(conn.member, conn.machine_id, conn.session_id,
-                                    conn.role):
-            await self._announce(conn, session_ids, True)
+        """Count ``conn`` present; publish presence where its party came online.
+
+        Presence is best effort: a store or broker outage is logged, not raised."""
+        try:
+            if await self.presence.join(conn.member, conn.machine_id, conn.session_id,
+                                        conn.role):
+                await self._announce(conn, session_ids, True)
+        except UNAVAILABLE as exc:
+            log.warning("presence not recorded: %r", exc)
 
     async def offline(self, conn: Conn, session_ids: list[str]) -> None:
-        """Uncount ``conn``; publish presence where its party went offline."""
-        if await self.presence.leave(conn.member, conn.machine_id, conn.session_id,
-                                     conn.role):
-            await self._announce(conn, session_ids, False)
+        """Uncount ``conn``; publish presence where its party went offline (best effort)."""
+        try:
+            if await self.presence.leave(conn.member, conn.machine_id, conn.session_id,
+                                         conn.role):
+                await self._announce(conn, session_ids, False)
+        except UNAVAILABLE as exc:
+            log.warning("presence not recorded: %r", exc)
 
     async def _announce(self, conn: Conn, session_ids: list[str], online: bool) -> None:
         for sid in session_ids:

@@ -3,7 +3,7 @@
 An instance subscribes only to the channels it holds sockets for (CONTRACT §4; no
 firehose). One listener task drains the pub/sub connection and hands each message to the
 handler; it does nothing else. If Redis drops or restarts, the listener reconnects with
-full-jitter exponential backoff (0.1 s doubling to 5 s), resubscribes every local channel
+full-jitter exponential backoff (0.1 s doubling to 2 s), resubscribes every local channel
 in one command, and then calls ``on_reconnect`` so the channels refill every socket from
 the store's history: what was published during the outage is not lost.
 """
@@ -120,7 +120,7 @@ class RedisBroker:
                 with contextlib.suppress(Exception):
                     await self._pubsub.aclose()
             await asyncio.sleep(random.uniform(0, delay))
-            delay = min(delay * 2, 5.0)
+            delay = min(delay * 2, 2.0)
 
     async def _listen(self, pubsub: PubSub) -> None:
         n = len(self.prefix)

@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from ..codec import dumps
 from ..errors import HubError
+from ..store import UNAVAILABLE
 
 __all__ = ["JSON", "exception_handlers"]
 
@@ -36,10 +37,17 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return JSON({"detail": exc.detail}, exc.status_code, headers=exc.headers)
 
 
+async def _unavailable(request: Request, exc: Exception) -> Response:
+    log.warning("store unavailable on %s %s: %r", request.method, request.url.path, exc)
+    return JSON({"detail": "Service temporarily unavailable"}, 503,
+                headers={"Retry-After": "1"})
+
+
 async def _server_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return JSON({"detail": "Internal server error"}, 500)
 
 
-exception_handlers = {HubError: _hub_error, HTTPException: _http_error,
-                      Exception: _server_error}
+exception_handlers: dict[Any, Any] = {
+    HubError: _hub_error, HTTPException: _http_error,
+    **{exc: _unavailable for exc in UNAVAILABLE}, Exception: _server_error}

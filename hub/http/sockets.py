@@ -21,6 +21,8 @@ from ..codec import dumps
 from ..errors import CloseCode, HubError, close_code_for
 from ..ids import is_machine_id
 from ..service import Caller, Hub
+from ..store import UNAVAILABLE
+from ..lifecycle import Session
 from ..views import status_body
 from .auth import bearer, client_address
 
@@ -82,27 +84,17 @@ async def session_socket(ws: WebSocket) -> None:
     except Refuse as exc:
         await _close(ws, exc.code, exc.reason)
         return
+    except UNAVAILABLE:
+        await _close(ws, CloseCode.RESTARTING, "Service temporarily unavailable")
+        return
     conn = Conn(ws.send_text, ws.close, role=role, machine_id=s.machine_id, session_id=sid)
     await channels.attach(conn, session_channel(sid))
     try:
-        current = await hub.store.load(sid) or s
-        if since is None:
-            conn.last[sid] = current.seq
-            conn.push_obj({"type": "snapshot", "session": status_body(current),
-                             "seq": current.seq,
-                             "presence": await channels.presence.of(sid, current.machine_id)})
-        else:
-            frames = await hub.store.events_after(sid, since)
-            if frames is None:
-                conn.last[sid] = current.seq
-                conn.push_obj({"type": "snapshot", "session": status_body(current),
-                                 "seq": current.seq, "recovered": False,
-                                 "presence": await channels.presence.of(sid, current.machine_id)})
-            else:
-                conn.last[sid] = since
-                channels.replay(conn, frames)
-            if current.finished and conn.last[sid] >= current.seq:
-                conn.finish(CloseCode.NORMAL, "Session over")
+        try:
+            await _session_start(hub, channels, conn, sid, since, s)
+        except UNAVAILABLE:
+            await _close(ws, CloseCode.RESTARTING, "Service temporarily unavailable")
+            return
         channels.go_live(conn)
         conn.start()
         await channels.online(conn, [sid])
@@ -113,6 +105,26 @@ async def session_socket(ws: WebSocket) -> None:
     finally:
         await conn.stop()
         await channels.detach(conn)
+
+
+async def _session_start(hub: Hub, channels: Channels, conn: Conn, sid: str,
+                         since: int | None, s: Session) -> None:
+    """Queue the snapshot, or with ``since`` the missed events (CONTRACT §4): when the
+    hub no longer holds them all, a snapshot with ``"recovered": false``."""
+    current = await hub.store.load(sid) or s
+    frames = None if since is None else await hub.store.events_after(sid, since)
+    if frames is None:
+        conn.last[sid] = current.seq
+        snapshot = {"type": "snapshot", "session": status_body(current), "seq": current.seq}
+        if since is not None:
+            snapshot["recovered"] = False
+        snapshot["presence"] = await channels.presence.of(sid, current.machine_id)
+        conn.push_obj(snapshot)
+    else:
+        conn.last[sid] = since  # type: ignore[assignment]
+        channels.replay(conn, frames)
+    if since is not None and current.finished and conn.last[sid] >= current.seq:
+        conn.finish(CloseCode.NORMAL, "Session over")
 
 
 async def machine_socket(ws: WebSocket) -> None:
@@ -138,6 +150,9 @@ async def machine_socket(ws: WebSocket) -> None:
         return
     except Refuse as exc:
         await _close(ws, exc.code, exc.reason)
+        return
+    except UNAVAILABLE:
+        await _close(ws, CloseCode.RESTARTING, "Service temporarily unavailable")
         return
     conn = Conn(ws.send_text, ws.close, role="machine", machine_id=mid)
     await channels.attach(conn, machine_channel(mid))
@@ -209,6 +224,8 @@ async def _answer(hub: Hub, conn: Conn, caller: Caller, sid: str | None,
         code, body = 200, await getattr(hub, name)(*args)
     except HubError as exc:
         code, body = exc.status, {"detail": exc.detail}
+    except UNAVAILABLE:
+        code, body = 503, {"detail": "Service temporarily unavailable"}
     finally:
         conn.inflight -= 1
     return dumps({"type": "ack", "id": msg["id"], "code": code, "body": body}).decode()

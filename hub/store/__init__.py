@@ -18,12 +18,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+import sqlite3
+
+from redis.exceptions import RedisError
+
 from ..lifecycle import Outcome, Session
 from ..machines import Machine
 
-__all__ = ["Store", "Committed", "Decide"]
+__all__ = ["Store", "Committed", "Decide", "UNAVAILABLE"]
 
 Decide = Callable[[Session], Outcome]
+
+#: errors that mean "the store (or Redis) cannot answer now": 503, never a 500
+UNAVAILABLE: tuple[type[BaseException], ...] = (RedisError, sqlite3.OperationalError,
+                                                 ConnectionError, TimeoutError)
 
 
 @dataclass(frozen=True, slots=True)
