@@ -66,9 +66,9 @@ class RedisBroker:
                 await self._pubsub.aclose()
 
     async def ping(self) -> None:
+        """Raise while the pub/sub connection is down (the listener keeps it up)."""
         if not self.connected.is_set():
             raise RedisConnectionError("pub/sub connection is down")
-        await self.redis.ping()
 
     async def publish(self, channel: str, frame: bytes) -> None:
         await self.redis.publish(self.prefix + channel, frame)
