@@ -21,7 +21,7 @@ from .broker import Broker
 from .broker.local import LocalBroker
 from .channels import Channels
 from .config import Settings
-from .http import rest, sockets
+from .http import pages, rest, sockets
 from .http.errors import exception_handlers
 from .http.middleware import BodyLimit
 from .clock import now_ms
@@ -115,7 +115,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             CORSMiddleware, allow_origins=list(settings.cors_origins),
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type"]))
-    app = Starlette(routes=rest.routes + sockets.routes, middleware=middleware,
+    app = Starlette(routes=rest.routes + sockets.routes + pages.routes, middleware=middleware,
                     exception_handlers=exception_handlers, lifespan=lifespan)
     app.state.hub = hub
     app.state.channels = channels
