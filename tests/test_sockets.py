@@ -130,3 +130,38 @@ async def test_machine_socket_hears_every_session(keys_hub: HubServer) -> None:
         assert {"ack", "event"} == {f["type"] for f in got}
         assert [f for f in got if f["type"] == "ack"][0]["code"] == 200
         await wide.close()
+
+
+async def test_resume_when_history_is_gone_gives_snapshot(keys_hub: HubServer, machine) -> None:  # type: ignore[no-untyped-def]
+    """``since`` older than the history the hub still holds: a snapshot, recovered false."""
+    mid, key = machine
+    async with Api(keys_hub) as api:
+        sid = await api.new_session(mid, key)
+        token = (await api.register(sid, mid)).json()["phone_token"]
+        await api.progress(sid, token, "brand_selected")
+        _forget_history(keys_hub, sid, keep_from=3)  # as pruning would, in either backend
+        ws = await connect(keys_hub, f"/api/vending/session/{sid}/ws", key, since=1)
+        snap = await recv_json(ws)
+        assert snap["type"] == "snapshot" and snap["recovered"] is False
+        assert snap["seq"] == 3 and snap["session"]["user_progress"] == "brand_selected"
+        await api.progress(sid, token, "design_complete")
+        assert (await recv_json(ws))["seq"] == 4
+        await ws.close()
+        ws = await connect(keys_hub, f"/api/vending/session/{sid}/ws", key, since=2)
+        assert [(await recv_json(ws))["seq"] for _ in range(2)] == [3, 4]  # still held
+        await ws.close()
+
+
+def _forget_history(server: HubServer, sid: str, keep_from: int) -> None:
+    if server.backend == "redis":
+        import redis  # noqa: PLC0415
+
+        client = redis.Redis.from_url(server.env_overrides["HUB_REDIS_URL"])
+        prefix = server.env_overrides["HUB_REDIS_PREFIX"]
+        client.xtrim(f"{prefix}ev:{sid}", minid=f"0-{keep_from}", approximate=False)
+        client.close()
+    else:
+        import sqlite3  # noqa: PLC0415
+
+        with sqlite3.connect(server.db) as db:
+            db.execute("DELETE FROM events WHERE session_id = ? AND seq < ?", (sid, keep_from))

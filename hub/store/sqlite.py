@@ -208,10 +208,16 @@ class SqliteStore:
         return Committed(outcome, frames)
 
     async def events_after(self, session_id: str, seq: int) -> list[bytes] | None:
-        rows = await self._run(lambda: self.db.execute(
-            "SELECT frame FROM events WHERE session_id = ? AND seq > ? ORDER BY seq",
-            (session_id, seq)).fetchall())
-        return [r[0] for r in rows]
+        return await self._run(self._events_after, session_id, seq)
+
+    def _events_after(self, session_id: str, seq: int) -> list[bytes] | None:
+        rows = self.db.execute(
+            "SELECT seq, frame FROM events WHERE session_id = ? AND seq > ? ORDER BY seq",
+            (session_id, seq)).fetchall()
+        if rows:
+            return [r[1] for r in rows] if rows[0][0] == seq + 1 else None
+        s = self._load(session_id)
+        return [] if s is None or s.seq <= seq else None
 
     async def due(self, now: int, limit: int) -> list[str]:
         rows = await self._run(lambda: self.db.execute(
