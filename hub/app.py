@@ -32,6 +32,7 @@ from .service import Hub
 from .store import Store
 from .store.sqlite import SqliteStore
 from .sweeper import sweep_forever
+from .webhooks import WebhookSender
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -98,12 +99,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
         if settings.open_mode:
             log.warning("HUB_AUTH=open: credentials are NOT checked; for local trials only")
         sweeper = asyncio.create_task(sweep_forever(hub, settings.sweep_interval_s))
+        sender = WebhookSender(store, now_ms, settings.webhook_base_s)
+        delivering = asyncio.create_task(sender.run())
         try:
             yield
         finally:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+            for task in (sweeper, delivering):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await sender.aclose()
             await channels.shutdown()
             await broker.close()
             await store.close()

@@ -18,6 +18,8 @@
 ``HUB_SWEEP_INTERVAL_S``       how often the expiry sweeper looks, seconds (default 0.2)
 ``HUB_CREATE_RATE``            ``create-session`` calls a minute per machine (default 10)
 ``HUB_AUTH_FAIL_RATE``         failed credentials a minute per client address (default 20)
+``HUB_WEBHOOK_BASE_S``         first webhook retry delay, seconds; doubles up to 60 s
+                               (default 1; tests shorten it)
 =============================  ==========================================================
 """
 
@@ -52,6 +54,7 @@ class Settings:
     sweep_interval_s: float = 0.2
     create_rate: int = 10
     auth_fail_rate: int = 20
+    webhook_base_s: float = 1.0
 
     @property
     def open_mode(self) -> bool:
@@ -70,7 +73,8 @@ class Settings:
                 "qr_base": str, "prices": str, "app_key": str,
                 "payment_timeout_s": float, "cors_origins": _list,
                 "trusted_proxies": _list, "session_minute_s": float,
-                "sweep_interval_s": float, "create_rate": int, "auth_fail_rate": int}
+                "sweep_interval_s": float, "create_rate": int, "auth_fail_rate": int,
+                "webhook_base_s": float}
         for name, fn in conv.items():
             raw = env.get("HUB_" + name.upper())
             if raw is None or raw == "":

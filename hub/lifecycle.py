@@ -21,7 +21,7 @@ from .money import from_minor
 
 __all__ = [
     "ACTIVE", "DESIGNING", "PAYMENT_PENDING", "PAYMENT_COMPLETED", "EXPIRED", "CANCELLED",
-    "TERMINAL", "PROGRESS", "PHONE_PROGRESS", "Policy", "Order", "Payment", "Session",
+    "TERMINAL", "NOTIFY_EVENTS", "PROGRESS", "PHONE_PROGRESS", "Policy", "Order", "Payment", "Session",
     "Event", "Outcome", "new_session", "register", "progress", "order_summary", "pay",
     "cancel", "expire", "check_expiry",
 ]
@@ -37,6 +37,9 @@ PROGRESS = (
     PAYMENT_PENDING, PAYMENT_COMPLETED,
 )
 _RANK = {p: i for i, p in enumerate(PROGRESS)}
+#: events a machine with a ``callback_url`` is told about by webhook (CONTRACT §5)
+NOTIFY_EVENTS = frozenset({"order.summary", "payment.completed", "session.expired",
+                           "session.cancelled"})
 #: values the phone may send to ``progress`` (older or equal ones are a no-op).
 PHONE_PROGRESS = frozenset(PROGRESS[:5])
 
@@ -94,6 +97,7 @@ class Session:
     phone_token: str | None = None
     order: Order | None = None
     payment: Payment | None = None
+    callback_url: str | None = None  #: the machine's webhook URL, taken at creation
 
     @property
     def finished(self) -> bool:
@@ -158,11 +162,13 @@ def _phone_step(s: Session, now: int, policy: Policy, name: str, data: dict[str,
 
 def new_session(session_id: str, machine_id: str, machine_info: dict[str, Any],
                 location: str | None, metadata: dict[str, Any] | None,
-                timeout_minutes: int, now: int, policy: Policy) -> Outcome:
+                timeout_minutes: int, now: int, policy: Policy,
+                callback_url: str | None = None) -> Outcome:
     """Create a session (status ``active``, progress ``started``) with its
     ``session.created`` event (seq 1)."""
     s = Session(session_id, machine_id, machine_info, location, metadata, timeout_minutes,
-                ACTIVE, "started", now, now, now + timeout_minutes * policy.minute_ms, 0)
+                ACTIVE, "started", now, now, now + timeout_minutes * policy.minute_ms, 0,
+                callback_url=callback_url)
     return _step(s, now, "session.created", {
         "machine_id": machine_id, "location": location,
         "expires_at": iso(s.expires_at), "timeout_minutes": timeout_minutes,

@@ -171,7 +171,8 @@ class Hub:
             await self.store.add_machine(machine)
         sid = new_session_id(body.machine_id, now)
         outcome = L.new_session(sid, body.machine_id, machine.info(), body.location,
-                                body.metadata, body.session_timeout_minutes, now, self.policy)
+                                body.metadata, body.session_timeout_minutes, now, self.policy,
+                                machine.callback_url)
         await self.publish(await self.store.create(outcome))
         s = outcome.session
         return {"success": True, "session_id": sid,

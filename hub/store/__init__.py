@@ -25,7 +25,7 @@ from redis.exceptions import RedisError
 from ..lifecycle import Outcome, Session
 from ..machines import Machine
 
-__all__ = ["Store", "Committed", "Decide", "UNAVAILABLE"]
+__all__ = ["Store", "Committed", "Decide", "Delivery", "UNAVAILABLE"]
 
 Decide = Callable[[Session], Outcome]
 
@@ -44,6 +44,19 @@ class Committed:
     outcome: Outcome
     frames: tuple[bytes, ...]
     published: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One webhook to deliver (CONTRACT §5): event ``seq`` of ``session_id`` to the
+    machine's ``url``; ``attempts`` made so far; ``created_at`` in epoch ms."""
+
+    machine_id: str
+    session_id: str
+    seq: int
+    url: str
+    attempts: int
+    created_at: int
 
 
 class Store(Protocol):
@@ -92,3 +105,17 @@ class Store(Protocol):
         """The machine's sessions that are not finished, oldest first."""
 
     async def design_image(self, session_id: str) -> tuple[str, bytes] | None: ...
+
+    # Webhook outbox: a commit whose events are in NOTIFY_EVENTS, for a session with a
+    # callback_url, queues one Delivery per event in the same atomic step.
+    async def outbox_due(self, now: int, limit: int) -> list[Delivery]:
+        """The oldest pending delivery of each machine whose turn is at or before ``now``
+        (one per machine: a machine's webhooks go out one at a time, in order)."""
+
+    async def outbox_claim(self, machine_id: str, lease_ms: int) -> bool:
+        """Take the machine's delivery lease (one attempt in flight per machine, across
+        instances); False when another holder has it."""
+
+    async def outbox_settle(self, d: Delivery, retry_at: int | None) -> None:
+        """Finish an attempt: ``retry_at`` None removes the delivery (delivered or given
+        up); else it is tried again then, with ``attempts + 1``. Releases the lease."""

@@ -12,6 +12,9 @@ Keys, all under ``HUB_REDIS_PREFIX`` (default ``hub:``):
 ``due``             sorted set of open sessions by deadline (the sweepers read it)
 ``ms:{machine}``    sorted set of a machine's open sessions by creation time
 ``m:{machine}``     a machine (JSON); ``mk:{key hash}`` → machine id; ``machines`` (set)
+``ob:q:{machine}``  the machine's pending webhooks, oldest first (``{sid}|{seq}``);
+                    ``ob:meta`` (hash: url, attempts, created), ``ob:due`` (sorted set
+                    of machines by next attempt), ``ob:lock:{machine}`` (the lease)
 ==================  ===========================================================
 
 Every transition is one ``WATCH``/``MULTI``/``EXEC``: the state is read under ``WATCH``,
@@ -33,9 +36,9 @@ from redis.exceptions import WatchError
 from ..broker import machine_channel, session_channel
 from ..codec import event_frame
 from ..errors import HubError
-from ..lifecycle import Outcome, Session
+from ..lifecycle import NOTIFY_EVENTS, Outcome, Session
 from ..machines import Machine
-from . import Committed, Decide
+from . import Committed, Decide, Delivery
 
 __all__ = ["RedisStore", "STREAM_MAXLEN"]
 
@@ -132,6 +135,14 @@ class RedisStore:
             pipe.zadd(self.k("due"), {sid: s.expires_at})
             if before is None:
                 pipe.zadd(self.k("ms", s.machine_id), {sid: s.created_at})
+        if s.callback_url:
+            for ev in outcome.events:
+                if ev.event in NOTIFY_EVENTS:
+                    member = f"{sid}|{ev.seq}"
+                    pipe.rpush(self.k("ob", "q", s.machine_id), member)
+                    pipe.hset(self.k("ob", "meta"), member, _enc.encode(
+                        {"url": s.callback_url, "attempts": 0, "created": ev.at}))
+                    pipe.zadd(self.k("ob", "due"), {s.machine_id: ev.at}, nx=True)
         for frame in frames:
             pipe.publish(self.prefix + session_channel(sid), frame)
             pipe.publish(self.prefix + machine_channel(s.machine_id), frame)
@@ -211,3 +222,49 @@ class RedisStore:
         if not found:
             return None
         return found[b"mime"].decode(), found[b"data"]
+
+    # -- webhook outbox ---------------------------------------------------------------
+    async def outbox_due(self, now: int, limit: int) -> list[Delivery]:
+        mids = await self.redis.zrangebyscore(self.k("ob", "due"), "-inf", now, start=0,
+                                              num=limit)
+        found = []
+        for raw in mids:
+            mid = raw.decode()
+            head = await self.redis.lindex(self.k("ob", "q", mid), 0)
+            if head is None:
+                await self.redis.zrem(self.k("ob", "due"), mid)
+                continue
+            meta = await self.redis.hget(self.k("ob", "meta"), head)
+            if meta is None:
+                await self.redis.lrem(self.k("ob", "q", mid), 1, head)
+                continue
+            info = msgspec.json.decode(meta)
+            sid, seq = head.decode().rsplit("|", 1)
+            found.append(Delivery(mid, sid, int(seq), info["url"], info["attempts"],
+                                  info["created"]))
+        return found
+
+    async def outbox_claim(self, machine_id: str, lease_ms: int) -> bool:
+        return bool(await self.redis.set(self.k("ob", "lock", machine_id), "1", nx=True,
+                                         px=lease_ms))
+
+    async def outbox_settle(self, d: Delivery, retry_at: int | None) -> None:
+        member = f"{d.session_id}|{d.seq}"
+        queue = self.k("ob", "q", d.machine_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if retry_at is None:
+                pipe.lrem(queue, 1, member)
+                pipe.hdel(self.k("ob", "meta"), member)
+            else:
+                pipe.hset(self.k("ob", "meta"), member, _enc.encode(
+                    {"url": d.url, "attempts": d.attempts + 1, "created": d.created_at}))
+                pipe.zadd(self.k("ob", "due"), {d.machine_id: retry_at})
+            await pipe.execute()
+        if retry_at is None:
+            if await self.redis.llen(queue):
+                await self.redis.zadd(self.k("ob", "due"), {d.machine_id: 0})
+            else:
+                await self.redis.zrem(self.k("ob", "due"), d.machine_id)
+                if await self.redis.llen(queue):  # one was queued meanwhile
+                    await self.redis.zadd(self.k("ob", "due"), {d.machine_id: 0})
+        await self.redis.delete(self.k("ob", "lock", d.machine_id))

@@ -18,9 +18,9 @@ import msgspec
 
 from ..codec import event_frame
 from ..errors import HubError
-from ..lifecycle import TERMINAL, Outcome, Session
+from ..lifecycle import NOTIFY_EVENTS, TERMINAL, Outcome, Session
 from ..machines import Machine
-from . import Committed, Decide
+from . import Committed, Decide, Delivery
 
 __all__ = ["SqliteStore"]
 
@@ -45,6 +45,11 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE TABLE IF NOT EXISTS payments (
     scope TEXT NOT NULL, transaction_id TEXT NOT NULL, session_id TEXT NOT NULL,
     PRIMARY KEY (scope, transaction_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS outbox (
+    session_id TEXT NOT NULL, seq INTEGER NOT NULL, machine_id TEXT NOT NULL,
+    url TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL,
+    created_at INTEGER NOT NULL, PRIMARY KEY (session_id, seq)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS outbox_machine ON outbox (machine_id, created_at, seq);
 CREATE TABLE IF NOT EXISTS images (
     session_id TEXT PRIMARY KEY, mime TEXT NOT NULL, data BLOB NOT NULL);
 """
@@ -66,6 +71,7 @@ class SqliteStore:
         self.path = path
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hub-sqlite")
         self._db: sqlite3.Connection | None = None
+        self._leases: set[str] = set()  # one process owns the file: leases are local
 
     # -- plumbing -------------------------------------------------------------------
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -150,6 +156,12 @@ class SqliteStore:
         self.db.executemany(
             "INSERT INTO events VALUES (?,?,?)",
             [(ev.session_id, ev.seq, f) for ev, f in zip(outcome.events, frames)])
+        s = outcome.session
+        if s.callback_url:
+            self.db.executemany(
+                "INSERT INTO outbox VALUES (?,?,?,?,0,?,?)",
+                [(ev.session_id, ev.seq, s.machine_id, s.callback_url, ev.at, ev.at)
+                 for ev in outcome.events if ev.event in NOTIFY_EVENTS])
         return frames
 
     def _load(self, session_id: str) -> Session | None:
@@ -235,3 +247,33 @@ class SqliteStore:
         row = await self._run(lambda: self.db.execute(
             "SELECT mime, data FROM images WHERE session_id = ?", (session_id,)).fetchone())
         return None if row is None else (row[0], bytes(row[1]))
+
+    # -- webhook outbox ---------------------------------------------------------------
+    async def outbox_due(self, now: int, limit: int) -> list[Delivery]:
+        rows = await self._run(lambda: self.db.execute(
+            "SELECT o.machine_id, o.session_id, o.seq, o.url, o.attempts, o.created_at,"
+            " o.next_at FROM outbox o JOIN (SELECT machine_id, MIN(created_at * 1000000 + seq)"
+            " AS head FROM outbox GROUP BY machine_id) h ON o.machine_id = h.machine_id"
+            " AND o.created_at * 1000000 + o.seq = h.head WHERE o.next_at <= ?"
+            " ORDER BY o.next_at LIMIT ?", (now, limit)).fetchall())
+        return [Delivery(*r[:6]) for r in rows]
+
+    async def outbox_claim(self, machine_id: str, lease_ms: int) -> bool:
+        if machine_id in self._leases:
+            return False
+        self._leases.add(machine_id)
+        return True
+
+    async def outbox_settle(self, d: Delivery, retry_at: int | None) -> None:
+        def settle() -> None:
+            if retry_at is None:
+                self.db.execute("DELETE FROM outbox WHERE session_id = ? AND seq = ?",
+                                (d.session_id, d.seq))
+            else:
+                self.db.execute("UPDATE outbox SET attempts = ?, next_at = ?"
+                                " WHERE session_id = ? AND seq = ?",
+                                (d.attempts + 1, retry_at, d.session_id, d.seq))
+        try:
+            await self._run(settle)
+        finally:
+            self._leases.discard(d.machine_id)
