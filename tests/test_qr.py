@@ -104,10 +104,13 @@ def fetch_png(client: httpx.Client, sid: str, key: str | None = None,
 
 
 def decode(image: PIL.Image.Image) -> str:
-    found = zxingcpp.read_barcodes(image)
-    assert len(found) == 1, f"expected one QR code, zxing found {len(found)}"
-    assert found[0].format == zxingcpp.BarcodeFormat.QRCode
-    return found[0].text
+    """The one text the image's QR code(s) hold. zxing may report the same symbol twice
+    (seen with long UTF-8 payloads), so every detection must agree."""
+    found = zxingcpp.read_barcodes(image, formats=zxingcpp.BarcodeFormat.QRCode)
+    assert found, "zxing found no QR code"
+    texts = {b.text for b in found}
+    assert len(texts) == 1, f"zxing read different texts: {texts}"
+    return texts.pop()
 
 
 def decode_png(data: bytes) -> str:
