@@ -1,0 +1,1 @@
+../../hub/static/hub-client.js
