@@ -9,6 +9,7 @@ delivery is :mod:`hub.channels`' work.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -67,7 +68,6 @@ def _since(ws: WebSocket) -> int | None:
 async def session_socket(ws: WebSocket) -> None:
     """``/api/vending/session/{id}/ws[?since=N]``: snapshot or replay, then live events."""
     hub: Hub = ws.app.state.hub
-    channels: Channels = ws.app.state.channels
     sid = ws.path_params["session_id"]
     await ws.accept()
     try:
@@ -78,33 +78,16 @@ async def session_socket(ws: WebSocket) -> None:
             raise Refuse(CloseCode.SESSION_OVER, "Session already over")
         if since is not None and since > s.seq:
             raise Refuse(CloseCode.MALFORMED, "since is ahead of the session")
-    except HubError as exc:
-        await _close(ws, close_code_for(exc), exc.detail)
-        return
-    except Refuse as exc:
-        await _close(ws, exc.code, exc.reason)
-        return
-    except UNAVAILABLE:
-        await _close(ws, CloseCode.RESTARTING, "Service temporarily unavailable")
+    except (HubError, Refuse, *UNAVAILABLE) as exc:
+        await _refuse(ws, hub, exc)
         return
     conn = Conn(ws.send_text, ws.close, role=role, machine_id=s.machine_id, session_id=sid)
-    await channels.attach(conn, session_channel(sid))
-    try:
-        try:
-            await _session_start(hub, channels, conn, sid, since, s)
-        except UNAVAILABLE:
-            await _close(ws, CloseCode.RESTARTING, "Service temporarily unavailable")
-            return
-        channels.go_live(conn)
-        conn.start()
-        await channels.online(conn, [sid])
-        try:
-            await _read_loop(ws, hub, channels, conn, caller, sid)
-        finally:
-            await channels.offline(conn, [sid])
-    finally:
-        await conn.stop()
-        await channels.detach(conn)
+
+    async def start() -> list[str]:
+        await _session_start(hub, ws.app.state.channels, conn, sid, since, s)
+        return [sid]
+
+    await _serve(ws, hub, conn, caller, session_channel(sid), start)
 
 
 async def _session_start(hub: Hub, channels: Channels, conn: Conn, sid: str,
@@ -130,7 +113,6 @@ async def _session_start(hub: Hub, channels: Channels, conn: Conn, sid: str,
 async def machine_socket(ws: WebSocket) -> None:
     """``/api/vending/machine/{machine_id}/ws``: every event of every session of a machine."""
     hub: Hub = ws.app.state.hub
-    channels: Channels = ws.app.state.channels
     mid = ws.path_params["machine_id"]
     await ws.accept()
     try:
@@ -143,30 +125,50 @@ async def machine_socket(ws: WebSocket) -> None:
             raise HubError(403, "Forbidden")
         if await hub.store.machine(mid) is None:
             raise HubError(404, "Machine not found")
-    except HubError as exc:
-        if exc.status == 403:
-            await hub.auth_failed(client_address(ws, hub.settings.trusted_proxies))
-        await _close(ws, close_code_for(exc), exc.detail)
-        return
-    except Refuse as exc:
-        await _close(ws, exc.code, exc.reason)
-        return
-    except UNAVAILABLE:
-        await _close(ws, CloseCode.RESTARTING, "Service temporarily unavailable")
+    except (HubError, Refuse, *UNAVAILABLE) as exc:
+        await _refuse(ws, hub, exc)
         return
     conn = Conn(ws.send_text, ws.close, role="machine", machine_id=mid)
-    await channels.attach(conn, machine_channel(mid))
-    try:
+
+    async def start() -> list[str]:
         sessions = await hub.store.open_sessions(mid)
         for s in sessions:
             conn.last[s.session_id] = s.seq
         conn.push_obj({"type": "snapshot", "sessions": [status_body(s) for s in sessions]})
+        return [s.session_id for s in sessions]
+
+    await _serve(ws, hub, conn, caller, machine_channel(mid), start)
+
+
+async def _refuse(ws: WebSocket, hub: Hub, exc: BaseException) -> None:
+    """Close a socket refused during setup with the contract's code (after accept)."""
+    if isinstance(exc, HubError):
+        if exc.status == 403:
+            await hub.auth_failed(client_address(ws, hub.settings.trusted_proxies))
+        await _close(ws, close_code_for(exc), exc.detail)
+    elif isinstance(exc, Refuse):
+        await _close(ws, exc.code, exc.reason)
+    else:
+        await _close(ws, CloseCode.RESTARTING, "Service temporarily unavailable")
+
+
+async def _serve(ws: WebSocket, hub: Hub, conn: Conn, caller: Caller, channel: str,
+                 start: Callable[[], Awaitable[list[str]]]) -> None:
+    """Subscribe, run ``start`` (queue the first frames; it returns the sessions the
+    socket is present in), go live, answer client frames until the socket closes."""
+    channels: Channels = ws.app.state.channels
+    await channels.attach(conn, channel)
+    try:
+        try:
+            ids = await start()
+        except UNAVAILABLE:
+            await _close(ws, CloseCode.RESTARTING, "Service temporarily unavailable")
+            return
         channels.go_live(conn)
         conn.start()
-        ids = [s.session_id for s in sessions]
         await channels.online(conn, ids)
         try:
-            await _read_loop(ws, hub, channels, conn, caller, None)
+            await _read_loop(ws, hub, conn, caller, conn.session_id)
         finally:
             await channels.offline(conn, ids)
     finally:
@@ -174,8 +176,8 @@ async def machine_socket(ws: WebSocket) -> None:
         await channels.detach(conn)
 
 
-async def _read_loop(ws: WebSocket, hub: Hub, channels: Channels, conn: Conn,
-                     caller: Caller, sid: str | None) -> None:
+async def _read_loop(ws: WebSocket, hub: Hub, conn: Conn, caller: Caller,
+                     sid: str | None) -> None:
     """Answer client frames until the socket closes (either side)."""
     while not conn.closed.is_set():
         try:

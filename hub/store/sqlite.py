@@ -10,9 +10,11 @@ and 10 minutes".
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -136,19 +138,25 @@ class SqliteStore:
     async def create(self, outcome: Outcome) -> Committed:
         return await self._run(self._commit_new, outcome)
 
-    def _commit_new(self, outcome: Outcome) -> Committed:
-        s = outcome.session
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: COMMIT on success, ROLLBACK on any exception."""
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def _commit_new(self, outcome: Outcome) -> Committed:
+        s = outcome.session
+        with self._transaction() as db:
             db.execute("INSERT INTO sessions VALUES (?,?,?,?,?,?,?,?)",
                        (s.session_id, s.machine_id, s.status, s.expires_at, s.phone_token,
                         s.seq, s.created_at, _enc.encode(s)))
             frames = self._append(outcome)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         return Committed(outcome, frames)
 
     def _append(self, outcome: Outcome) -> tuple[bytes, ...]:
@@ -183,15 +191,12 @@ class SqliteStore:
 
     def _apply(self, session_id: str, decide: Decide,
                image: tuple[str, bytes] | None) -> Committed:
-        db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction() as db:
             current = self._load(session_id)
             if current is None:
                 raise HubError(404, "Session not found")
             outcome = decide(current)
             if not outcome.events:
-                db.execute("ROLLBACK")
                 return Committed(outcome, ())
             s = outcome.session
             if s.payment is not None and current.payment is None:
@@ -212,12 +217,7 @@ class SqliteStore:
                 else:
                     db.execute("INSERT OR REPLACE INTO images VALUES (?,?,?)",
                                (session_id, image[0], image[1]))
-            frames = self._append(outcome)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        return Committed(outcome, frames)
+            return Committed(outcome, self._append(outcome))
 
     async def events_after(self, session_id: str, seq: int) -> list[bytes] | None:
         return await self._run(self._events_after, session_id, seq)
