@@ -1,4 +1,4 @@
-"""The ``hub`` command: ``hub serve`` and ``hub machines add|list`` (argparse)."""
+"""The ``hub`` command: ``hub serve``, ``hub machines add|list`` and ``hub demo`` (argparse)."""
 
 from __future__ import annotations
 
@@ -80,6 +80,14 @@ def parser() -> argparse.ArgumentParser:
     add.add_argument("--location")
     add.add_argument("--callback-url")
     msub.add_parser("list", help="list registered machines")
+    demo = sub.add_parser(
+        "demo", help="walk the guide's flow: a hub, a simulated machine and phone",
+        description="Start a hub (temporary SQLite, free port), a simulated machine "
+                    "(clients/machine) and phone (clients/phone), and print each event as "
+                    "the machine receives it. The clients are not in the hub wheel: run it "
+                    "from a checkout, or pip install -e clients/machine -e clients/phone.")
+    from .demo import add_arguments
+    add_arguments(demo)
     return p
 
 
@@ -89,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return _serve(args)
+        if args.command == "demo":
+            from .demo import run
+            return run(args)
         return asyncio.run(_machines(args))
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
