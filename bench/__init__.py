@@ -1,0 +1,1 @@
+"""Benchmarks of the hub against socket.io peers: ``python -m bench.run --quick``."""

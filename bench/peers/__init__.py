@@ -1,0 +1,1 @@
+"""Minimal peers the hub is measured against (see bench/README in RESULTS.md)."""
