@@ -33,11 +33,13 @@ def to_minor(value: Decimal | str | int) -> int:
         raise AmountError("must be a decimal number") from exc
     if not d.is_finite():
         raise AmountError("must be a finite number")
-    if d.as_tuple().exponent < -2 and d != d.quantize(_CENT):  # type: ignore[operator]
-        raise AmountError("must have at most 2 decimal places")
+    # the range first: quantize() of a huge value would overflow the context precision
     if not (Decimal("0.01") <= d <= Decimal("10000.00")):
         raise AmountError("must be between 0.01 and 10000.00")
-    return int(d.quantize(_CENT) * 100)
+    cents = d.quantize(_CENT)
+    if cents != d:
+        raise AmountError("must have at most 2 decimal places")
+    return int(cents * 100)
 
 
 def from_minor(minor: int) -> Decimal:
