@@ -252,14 +252,14 @@ def order_summary(s: Session, order: Order, design_image_url: str | None, now: i
 
 
 def pay(s: Session, payment: Payment, now: int, app_order: Order | None = None,
-        list_price: int | None = None) -> Outcome:
+        list_price: tuple[int, str] | None = None) -> Outcome:
     """Mark the session paid (machine ``confirm-payment`` or app ``app-payment``).
 
     Idempotent on (``scope``, ``transaction_id``): the same payment again is a no-op.
-    The amount must equal the recorded order's (else 400 ``Payment amount does not match
-    order total``). An app payment may come while ``designing``: then ``app_order`` (if
-    the app sent one) is recorded, and without an order the amount must equal
-    ``list_price``. Other refusals: 409 ``Transaction ID already used`` (same id, other
+    The amount and currency must equal the recorded order's (else 400 ``Payment amount
+    does not match order total``). An app payment may come while ``designing``: then
+    ``app_order`` (if the app sent one) is recorded, and without an order the amount
+    must equal ``list_price`` (minor units, currency). Other refusals: 409 ``Transaction ID already used`` (same id, other
     amount or method), 409 ``Payment already confirmed`` (another id on a paid session),
     409 ``Session not ready for payment confirmation``.
     """
@@ -276,8 +276,8 @@ def pay(s: Session, payment: Payment, now: int, app_order: Order | None = None,
     if s.status != PAYMENT_PENDING and not (app and s.status == DESIGNING):
         return Outcome(s, refusal=HubError(409, "Session not ready for payment confirmation"))
     order = s.order if s.order is not None else app_order
-    due = order.amount_minor if order is not None else list_price
-    if payment.amount_minor != due:
+    due = (order.amount_minor, order.currency) if order is not None else list_price
+    if (payment.amount_minor, payment.currency) != due:
         return Outcome(s, refusal=HubError(400, "Payment amount does not match order total"))
     data = {"transaction_id": payment.transaction_id, "payment_method": payment.method,
             "payment_amount": from_minor(payment.amount_minor), "currency": payment.currency}

@@ -22,7 +22,7 @@ from .money import AmountError, to_minor
 
 __all__ = [
     "CreateSession", "RegisterUser", "Progress", "OrderSummary", "ConfirmPayment",
-    "AppPayment", "decode", "amount", "currency", "check_object_size", "order_data",
+    "AppPayment", "decode", "amount", "currency", "check_object_size", "check_json", "order_data",
 ]
 
 T = TypeVar("T")
@@ -109,6 +109,8 @@ def decode(raw: bytes | Any, typ: type[T]) -> T:
         raise HubError(422, f"Invalid {where or 'body'}: {reason}") from None
     except msgspec.DecodeError:
         raise HubError(422, "Invalid JSON body") from None
+    except RecursionError:
+        raise HubError(422, "Invalid JSON body: nested too deeply") from None
 
 
 def amount(value: Decimal | None, field: str = "payment_amount") -> int:
@@ -133,9 +135,33 @@ def currency(value: str | None, default: str = "GBP") -> str:
     return value
 
 
+MAX_DEPTH = 32
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def check_json(value: Any, field: str) -> None:
+    """Refuse (422) free-form JSON the hub would store and re-send but could not write
+    back: nesting deeper than :data:`MAX_DEPTH`, integers outside 64 bits."""
+    stack = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, (dict, list)):
+            if depth > MAX_DEPTH:
+                raise HubError(422, f"Invalid {field}: nested deeper than {MAX_DEPTH}")
+            items = v.values() if isinstance(v, dict) else v
+            stack.extend((x, depth + 1) for x in items)
+        elif isinstance(v, int) and not isinstance(v, bool) and not (
+                _INT64[0] <= v <= _INT64[1]):
+            raise HubError(422, f"Invalid {field}: integer out of 64-bit range")
+
+
 def check_object_size(value: dict[str, Any] | None, field: str, limit: int = 4096) -> None:
-    """Refuse with 422 an object whose JSON form is over ``limit`` bytes (default 4 KiB)."""
-    if value is not None and len(msgspec.json.encode(value)) > limit:
+    """Refuse with 422 an object whose JSON form is over ``limit`` bytes (default 4 KiB)
+    or that :func:`check_json` refuses."""
+    if value is None:
+        return
+    check_json(value, field)
+    if len(msgspec.json.encode(value)) > limit:
         raise HubError(422, f"Invalid {field}: larger than {limit // 1024} KiB")
 
 
@@ -156,6 +182,7 @@ def order_data(value: dict[str, Any], field: str = "order_data"
     Raises:
         HubError: 422 naming the field.
     """
+    check_json(value, field)
     data = dict(value)
     for key in _STRING_FIELDS:
         if data.get(key) is not None and not isinstance(data[key], str):

@@ -278,10 +278,10 @@ class Hub:
                                                       price_currency)
         payment = L.Payment("app", body.transaction_id, "app", amount, currency,
                             self.clock())
-        return await self._pay(session_id, payment, app_order, price)
+        return await self._pay(session_id, payment, app_order, (price, price_currency))
 
     async def _pay(self, session_id: str, payment: L.Payment, app_order: L.Order | None = None,
-                   list_price: int | None = None) -> dict[str, Any]:
+                   list_price: tuple[int, str] | None = None) -> dict[str, Any]:
         done = await self.commit(session_id, lambda cur: L.pay(
             cur, payment, self.clock(), app_order, list_price))
         return payment_body(done.outcome.session)

@@ -316,7 +316,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         p = Payment(scope, txn, "app" if app else method, value, "GBP", self.now,
                     {"n": self.now})
         out = L.pay(self.s, p, self.now, a_order if app else None,
-                    LIST_PRICE if app else None)
+                    (LIST_PRICE, "GBP") if app else None)
         expect: Expect
         prior = m.payment
         if prior is not None and (prior.scope, prior.transaction_id) == (scope, txn):
@@ -568,13 +568,16 @@ def test_wrong_amount_refused() -> None:
 def test_app_payment_from_designing_uses_list_price_or_app_order() -> None:
     s = designing()
     app = payment("APP1", scope="app", method="app")
-    ok(L.pay(s, app, T0 + 1, None, LIST_PRICE), "payment.completed")
-    refused(L.pay(s, dataclasses.replace(app, amount_minor=2499), T0 + 1, None, LIST_PRICE),
+    listed = (LIST_PRICE, "GBP")
+    ok(L.pay(s, app, T0 + 1, None, listed), "payment.completed")
+    refused(L.pay(s, dataclasses.replace(app, amount_minor=2499), T0 + 1, None, listed),
             *AMOUNT_400)
+    refused(L.pay(s, dataclasses.replace(app, currency="EUR"), T0 + 1, None, listed),
+            *AMOUNT_400)  # the right number in another currency is not the price
     done = ok(L.pay(s, dataclasses.replace(app, amount_minor=2499), T0 + 1, order(9, 2499),
-                    LIST_PRICE), "payment.completed")
+                    listed), "payment.completed")
     assert done.order is not None and done.order.order_id == "order-9"
-    refused(L.pay(new(), app, T0 + 1, None, LIST_PRICE), *NOT_READY_409)
+    refused(L.pay(new(), app, T0 + 1, None, listed), *NOT_READY_409)
 
 
 def _writes(s: Session, now: int) -> dict[str, Outcome]:
@@ -585,7 +588,7 @@ def _writes(s: Session, now: int) -> dict[str, Outcome]:
         "order_summary": L.order_summary(s, order(5), None, now, POLICY),
         "pay": L.pay(s, payment("TXN9"), now),
         "app_pay": L.pay(s, payment("APP9", scope="app", method="app"), now, None,
-                         LIST_PRICE),
+                         (LIST_PRICE, "GBP")),
     }
 
 

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 from starlette.requests import HTTPConnection
 
-__all__ = ["bearer", "client_address"]
+__all__ = ["bearer", "client_address", "NOT_BEARER"]
+
+#: what :func:`bearer` returns for an Authorization header that is not ``Bearer <token>``
+NOT_BEARER = "\x00not-bearer"
 
 
 def bearer(conn: HTTPConnection, query_ok: bool = False) -> str | None:
     """The credential in ``Authorization: Bearer <token>`` (or ``?token=`` on sockets).
 
-    A header of another scheme is returned as it is, so it fails as a wrong credential.
+    A header of another scheme (or none) yields :data:`NOT_BEARER`, which matches no
+    credential, so it fails as a wrong one (401).
     """
     header = conn.headers.get("authorization")
     if header:
         scheme, _, value = header.partition(" ")
-        return value.strip() if scheme.lower() == "bearer" else header
+        return value.strip() if scheme.lower() == "bearer" and value.strip() else NOT_BEARER
     if query_ok:
         return conn.query_params.get("token") or None
     return None

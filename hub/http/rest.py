@@ -81,7 +81,7 @@ async def qr_image(request: Request) -> Response:
         raise HubError(404, "Not Found")
     s = await _call(request, lambda hub, caller: hub.session_for(caller, sid, ("machine",)))
     raw = request.query_params.get("scale", "10")
-    if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= 40):
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 2 and 1 <= int(raw) <= 40):
         raise HubError(422, "Invalid scale: expected an integer from 1 to 40")
     hub = _hub(request)
     url = qr_url(hub.settings.qr_base, s.machine_id, s.session_id, s.location)
