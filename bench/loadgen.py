@@ -360,6 +360,7 @@ class Cpu:
             return 0.0
 
     def start(self) -> None:
+        self.epoch0 = time.time()
         self.sys0 = psutil.cpu_times()
         self.t0 = PC()
         self.c0 = [self._t(p) for p in self.procs]
@@ -370,7 +371,8 @@ class Cpu:
         s0, s1 = self.sys0, psutil.cpu_times()
         busy = sum(getattr(s1, f) - getattr(s0, f) for f in ("user", "nice", "system", "irq",
                                                               "softirq", "steal"))
-        return {"system_cpu_pct": round(100 * busy / wall, 1),
+        return {"window": [self.epoch0, time.time()],
+                "system_cpu_pct": round(100 * busy / wall, 1),
                 "loadavg_1m": round(os.getloadavg()[0], 2),"server_cpu_pct": [round(100 * (self._t(p) - c) / wall, 1)
                                    for p, c in zip(self.procs, self.c0)],
                 "gen_cpu_pct": round(100 * (self._t(self.me) - self.m0) / wall, 1),
@@ -486,7 +488,8 @@ async def close_all(http: aiohttp.ClientSession, sessions: list[Sess],
 async def sc_push(spec: dict) -> dict:
     """Steady push: N sessions, ``rate`` events/s for ``duration`` s (open loop)."""
     rec = Rec()
-    target, http, sessions = await build(spec, rec, spec["sessions"])
+    target, http, sessions = await build(spec, rec, spec["sessions"],
+                                         spec.get("phone_sockets", True))
     await asyncio.sleep(0.5)
     rec.sent.clear()
     freeze_gc()
@@ -556,9 +559,10 @@ async def sc_throughput(spec: dict) -> dict:
 
 
 async def sc_storm(spec: dict) -> dict:
-    """Reconnect storm: every machine socket drops at once and reconnects at once."""
+    """Reconnect storm: every machine socket drops at once and reconnects at once.
+    (Phones hold no socket here: only machine sockets take part.)"""
     rec = Rec()
-    target, http, sessions = await build(spec, rec, spec["sessions"])
+    target, http, sessions = await build(spec, rec, spec["sessions"], phone_socket=False)
     await asyncio.sleep(0.5)
     freeze_gc()
     cpu = Cpu(spec["pids"])

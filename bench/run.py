@@ -131,9 +131,30 @@ class Launcher:
     def __init__(self, workdir: Path, redis: Redis | None, log: Path) -> None:
         self.workdir, self.redis, self.log = workdir, redis, log
         self.n = 0
+        self.gc_log = workdir / "gc"
+
+    def gc_pauses(self, pids: list[int], since: float) -> dict | None:
+        """GC pauses the servers logged since ``since`` (epoch s): count, total, max."""
+        pauses = []
+        for pid in pids:
+            f = Path(f"{self.gc_log}.{pid}")
+            if f.exists():
+                for line in f.read_text().splitlines():
+                    t, gen, ms = line.split()
+                    if float(t) >= since:
+                        pauses.append((int(gen), float(ms)))
+        if not any(Path(f"{self.gc_log}.{pid}").exists() for pid in pids):
+            return None
+        return {"count": len(pauses), "total_ms": round(sum(p[1] for p in pauses), 1),
+                "max_ms": max((p[1] for p in pauses), default=0.0),
+                "gen2": sum(1 for p in pauses if p[0] == 2)}
 
     def _popen(self, args: list[str], env: dict[str, str] | None = None,
                cwd: Path = ROOT) -> subprocess.Popen:
+        env = dict(os.environ if env is None else env)
+        if args[0] == sys.executable:  # Python servers log their GC pauses
+            env["PYTHONPATH"] = str(BENCH / "gcprobe")
+            env["BENCH_GC_LOG"] = str(self.gc_log)
         with open(self.log, "ab") as log:
             return subprocess.Popen(args, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
                                     preexec_fn=_pin(SERVER_CPU))
@@ -193,7 +214,9 @@ def loadgen(spec: dict, timeout: float) -> dict:
                          capture_output=True, text=True, timeout=timeout,
                          preexec_fn=_pin(GEN_CPU))
     if out.returncode != 0:
-        raise RuntimeError(f"loadgen failed: {out.stderr[-3000:]}")
+        err = out.stderr
+        i = err.rfind("Traceback")
+        raise RuntimeError(f"loadgen failed: {err[i:i + 3000] if i >= 0 else err[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -216,10 +239,15 @@ def plan(full: bool) -> list[Case]:
                   params={"rate": 500, "duration": d, "concurrency": 32},
                   about="POST to a route that does nothing (uvicorn raw ASGI): generator floor")]
     for n in sizes:
+        # 10k machines + 10k phones would be 20k sockets in one process: over the open-file
+        # hard limit here (20,000), so at 10k the phones use REST only
+        phones = n < 10000
         cases.append(Case(f"push-{n // 1000}k", "push",
-                          params={"sessions": n, "rate": 500, "duration": d},
-                          about=f"embedded, one process; {n} machines + {n} phones on sockets; "
-                                "phone REST call, 500 events/s"))
+                          params={"sessions": n, "rate": 500, "duration": d,
+                                  "phone_sockets": phones},
+                          about=f"embedded, one process; {n} machines on sockets, {n} phones"
+                                f"{' on sockets' if phones else ' without sockets'}; each "
+                                "event is a phone REST call; 500 events/s"))
     cases += [
         Case("push-1k-ws", "push", params={"sessions": 1000, "rate": 500, "duration": d,
                                            "phone_mode": "ws"},
@@ -264,6 +292,8 @@ def run_case(case: Case, target: str, launcher: Launcher, run_id: int) -> dict:
             spec["keep_samples"] = True
         size = case.params.get("sessions", case.params.get("sockets", 1000))
         result = loadgen(spec, timeout=300 + size / 20)
+        if "window" in result:
+            result["server_gc"] = launcher.gc_pauses(servers.pids, result["window"][0])
         if case.instances > 1 and launcher.redis is not None:
             result["redis_rss_mib"] = round(
                 psutil.Process(launcher.redis.proc.pid).memory_info().rss / 2**20, 1)
@@ -279,6 +309,11 @@ def _f(x: Any, nd: int = 2) -> str:
     if isinstance(x, float):
         return f"{x:.{nd}f}"
     return str(x)
+
+
+def _gc(r: dict) -> str:
+    g = r.get("server_gc")
+    return "–" if not g else f"{g['max_ms']:.0f} / {g['total_ms']:.0f} ({g['count']})"
 
 
 def _cpu(r: dict) -> str:
@@ -303,25 +338,28 @@ def tables(results: dict) -> str:
     if push:
         add("### Push latency (phone call → event on the machine socket), 500 events/s\n")
         add("| case | target | p50 ms | p90 | p99 | max | lost | delivered ev/s (machine) | "
-            "phone call p99 ms | server CPU % \\| gen CPU % | server RSS MiB |")
-        add("|---|---|---|---|---|---|---|---|---|---|---|")
+            "phone call p99 ms | server CPU % \\| gen CPU % | server RSS MiB | "
+            "server GC max / total ms (pauses ≥ 1 ms) | busy CPU, all cores % |")
+        add("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for c, t, r in push:
             lat = r["latency_ms"]
             add(f"| {c} | {LABEL[t]} | {_f(lat['p50'], 3)} | {_f(lat['p90'], 3)} | "
                 f"{_f(lat['p99'], 3)} | {_f(lat['max'])} | {r['lost']} | "
                 f"{r['machine_frames'] / r['duration']:.0f} | {_f(r['phone_rtt_ms']['p99'])} | "
-                f"{_cpu(r)} | {'/'.join(str(x) for x in r['server_rss_mib'])} |")
+                f"{_cpu(r)} | {'/'.join(str(x) for x in r['server_rss_mib'])} | {_gc(r)} | "
+                f"{r['system_cpu_pct']:.0f} |")
         add("")
     tp = [(c, t, r) for c, rows in results.items() for t, r in rows.items()
           if r.get("kind") == "throughput"]
     if tp:
         add("### Throughput per process (saturation, 64 in flight)\n")
         add("| case | target | delivered events/s | phone calls/s | latency p50 ms | p99 | "
-            "server CPU % \\| gen CPU % |")
-        add("|---|---|---|---|---|---|---|")
+            "server CPU % \\| gen CPU % | server GC max / total ms |")
+        add("|---|---|---|---|---|---|---|---|")
         for c, t, r in tp:
             add(f"| {c} | {LABEL[t]} | {r['delivered_per_s']:.0f} | {r['fired_per_s']:.0f} | "
-                f"{_f(r['latency_ms']['p50'])} | {_f(r['latency_ms']['p99'])} | {_cpu(r)} |")
+                f"{_f(r['latency_ms']['p50'])} | {_f(r['latency_ms']['p99'])} | {_cpu(r)} | "
+                f"{_gc(r)} |")
         add("")
     for kind, title, head, row in (
         ("storm", "Reconnect storm", "| case | target | resumed | all resumed in s | "
@@ -336,10 +374,10 @@ def tables(results: dict) -> str:
          f"| {r['rss_before_mib']} | {r['rss_after_mib']} | {r['rss_per_socket_kib']:.1f} | "
          f"{'/'.join(str(x) for x in r['idle_server_cpu_pct'])} |"),
         ("poll", "Status polling only (legacy machines)", "| case | target | polls/s | p50 ms | "
-         "p99 | max | errors | server CPU % \\| gen CPU % |",
+         "p99 | max | errors | server CPU % \\| gen CPU % | server GC max / total ms |",
          lambda c, t, r: f"| {c} | {LABEL[t]} | {r['polls_per_s']:.0f} | "
          f"{_f(r['poll_ms']['p50'])} | {_f(r['poll_ms']['p99'])} | {_f(r['poll_ms']['max'])} | "
-         f"{r['errors']} | {_cpu(r)} |"),
+         f"{r['errors']} | {_cpu(r)} | {_gc(r)} |"),
         ("expiry", "Expiry push", "| case | target | pushed | deadline spread s | delay p50 ms | "
          "p99 | max | all within 1 s |",
          lambda c, t, r: f"| {c} | {LABEL[t]} | {r['pushed']}/{r['sessions']} | "
@@ -542,7 +580,7 @@ def main(argv: list[str] | None = None) -> int:
                         r["duration"] = case.params.get("duration")
                         r["instances"] = case.instances
                     except Exception as exc:  # a failed run is reported, not fatal
-                        r = {"kind": case.scenario, "error": str(exc)[-2000:]}
+                        r = {"kind": case.scenario, "error": str(exc)[:3000]}
                     results.setdefault(case.name, {})[target] = r
                     print("error: " + r["error"][-300:] if "error" in r
                           else f"done in {time.time() - t0:.0f}s", flush=True)

@@ -1,0 +1,111 @@
+"""Profile the hub with py-spy under the bench's load: top functions by own and total time.
+
+    python -m bench.profile                      # push-1k: 1k sessions, 500 events/s
+    python -m bench.profile --scenario throughput --seconds 15
+
+Starts one hub (pinned and prioritised as in ``bench.run``), drives it with
+``bench.loadgen`` and samples it with ``py-spy record --format raw`` (only the thread holding
+the GIL, so the figures are shares of the Python CPU time) during the measured window. Writes ``bench/results/profile-<scenario>.txt``
+(collapsed stacks, for flame graphs) and prints the top frames.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+from .run import BENCH, GEN_CPU, ROOT, Launcher, _pin
+
+
+def top(collapsed: Path, n: int = 25) -> str:
+    own: collections.Counter[str] = collections.Counter()
+    total: collections.Counter[str] = collections.Counter()
+    samples = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        c = int(count)
+        samples += c
+        frames = [f for f in stack.split(";") if f]
+        if frames:
+            own[_short(frames[-1])] += c
+        for f in {_short(f) for f in frames}:
+            total[f] += c
+    out = [f"{samples} samples", "", "own time (leaf frame):"]
+    out += [f"  {100 * c / samples:5.1f}%  {f}" for f, c in own.most_common(n)]
+    out += ["", "total time (frame on the stack):"]
+    out += [f"  {100 * c / samples:5.1f}%  {f}" for f, c in total.most_common(n)]
+    return "\n".join(out)
+
+
+def _short(frame: str) -> str:
+    """``fn (path/to/site-packages/pkg/mod.py:12)`` → ``fn (pkg/mod.py:12)``."""
+    name, _, where = frame.partition(" (")
+    where = where.rstrip(")")
+    for marker in ("site-packages/", "/work/main/", "lib/python3."):
+        if marker in where:
+            where = where.split(marker, 1)[1]
+            if marker == "lib/python3.":
+                where = "stdlib/" + where.split("/", 1)[-1]
+    where = where.rsplit(":", 1)[0]  # per function, not per line
+    return f"{name} ({where})"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.profile")
+    ap.add_argument("--scenario", default="push", choices=("push", "throughput"))
+    ap.add_argument("--sessions", type=int, default=1000)
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--rate", type=int, default=500)
+    args = ap.parse_args()
+    pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    out_dir = BENCH / "results"
+    out_dir.mkdir(exist_ok=True)
+    raw = out_dir / f"profile-{args.scenario}.txt"
+    with tempfile.TemporaryDirectory(prefix="hub-prof-") as tmp:
+        launcher = Launcher(Path(tmp), None, Path(tmp) / "server.log")
+        servers = launcher.start("hub", 1)
+        try:
+            spec = {"scenario": args.scenario, "proto": "hub", "pids": servers.pids,
+                    "run_id": 1, "sessions": args.sessions, "rate": args.rate,
+                    "duration": args.seconds + 4, "concurrency": 64,
+                    "machine_urls": servers.urls, "phone_urls": servers.urls}
+            gen = subprocess.Popen([sys.executable, "-m", "bench.loadgen", json.dumps(spec)],
+                                   cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                                   preexec_fn=_pin(GEN_CPU))
+            # wait for setup (sockets open, first orders) and the 1 s warm-up
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and gen.poll() is None:
+                conns = len(psutil.Process(servers.pids[0]).net_connections("tcp"))
+                if conns >= 2 * args.sessions:
+                    break
+                time.sleep(0.5)
+            time.sleep(3)
+            spy = subprocess.run([pyspy, "record", "--pid", str(servers.pids[0]), "--format",
+                                  "raw", "--rate", "200", "--duration", str(int(args.seconds)),
+                                  "--output", str(raw), "--nonblocking", "--gil"],
+                                 capture_output=True, text=True)
+            if spy.returncode != 0:
+                print(spy.stderr, file=sys.stderr)
+            result = gen.communicate(timeout=300)[0]
+        finally:
+            servers.stop()
+    print(json.dumps(json.loads(result.strip().splitlines()[-1]).get("latency_ms")))
+    report = top(raw)
+    (out_dir / f"profile-{args.scenario}-top.txt").write_text(report + "\n")
+    print(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
