@@ -35,6 +35,9 @@ __all__ = ["Hub", "Caller", "PAYMENT_METHODS"]
 log = logging.getLogger("hub.service")
 
 PAYMENT_METHODS = frozenset({"card", "cash", "contactless", "mobile"})
+#: how long a resolved credential is trusted without asking the store again (a machine
+#: key replaced with ``hub machines add`` stops working within this time)
+CREDENTIAL_TTL_MS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +68,8 @@ class Hub:
                                int(settings.payment_timeout_s * 1000))
         self.prices = PriceList.load(settings.prices)
         self.limits: RateLimiter = limits or LocalRateLimiter()
+        #: credential → (valid until, caller): polls skip the store for their key
+        self._callers: dict[str, tuple[int, Caller]] = {}
 
     # -- credentials ------------------------------------------------------------------
     async def authenticate(self, token: str | None, client: str,
@@ -99,13 +104,22 @@ class Hub:
         app_key = self.settings.app_key
         if app_key and hmac.compare_digest(token.encode(), app_key.encode()):
             return Caller("app")
+        now = self.clock()
+        cached = self._callers.get(token)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        caller: Caller | None = None
         if token.startswith(MACHINE_KEY_PREFIX):
             m = await self.store.machine_by_key(key_hash(token))
-            return None if m is None else Caller("machine", machine_id=m.machine_id)
-        if token.startswith(PHONE_TOKEN_PREFIX):
+            caller = None if m is None else Caller("machine", machine_id=m.machine_id)
+        elif token.startswith(PHONE_TOKEN_PREFIX):
             sid = await self.store.session_for_token(token)
-            return None if sid is None else Caller("phone", session_id=sid, token=token)
-        return None
+            caller = None if sid is None else Caller("phone", session_id=sid, token=token)
+        if caller is not None:  # only good credentials are kept, for CREDENTIAL_TTL_MS
+            if len(self._callers) >= 100_000:
+                self._callers.clear()
+            self._callers[token] = (now + CREDENTIAL_TTL_MS, caller)
+        return caller
 
     # -- common steps -----------------------------------------------------------------
     async def session_for(self, caller: Caller, session_id: str,

@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from concurrent.futures import ThreadPoolExecutor
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import msgspec
@@ -57,6 +58,7 @@ CREATE TABLE IF NOT EXISTS images (
 """
 
 _enc = msgspec.json.Encoder()
+CACHE_SIZE = 50_000  #: sessions kept in memory
 _dec_session = msgspec.json.Decoder(Session)
 
 
@@ -74,6 +76,10 @@ class SqliteStore:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hub-sqlite")
         self._db: sqlite3.Connection | None = None
         self._leases: set[str] = set()  # one process owns the file: leases are local
+        #: session id → state as last committed (LRU). One process owns the file, so
+        #: reads are served from memory; it is only ever changed on the event loop,
+        #: after a commit, and the writer thread always decides on the database's state.
+        self._cache: OrderedDict[str, Session] = OrderedDict()
 
     # -- plumbing -------------------------------------------------------------------
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -135,8 +141,16 @@ class SqliteStore:
         return await self._run(self._machine_where, "ORDER BY machine_id", ())
 
     # -- sessions -------------------------------------------------------------------
+    def _remember(self, s: Session) -> None:
+        self._cache[s.session_id] = s
+        self._cache.move_to_end(s.session_id)
+        if len(self._cache) > CACHE_SIZE:
+            self._cache.popitem(last=False)
+
     async def create(self, outcome: Outcome) -> Committed:
-        return await self._run(self._commit_new, outcome)
+        done = await self._run(self._commit_new, outcome)
+        self._remember(done.outcome.session)
+        return done
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -178,7 +192,13 @@ class SqliteStore:
         return None if row is None else _dec_session.decode(row[0])
 
     async def load(self, session_id: str) -> Session | None:
-        return await self._run(self._load, session_id)
+        found = self._cache.get(session_id)
+        if found is not None:
+            return found
+        found = await self._run(self._load, session_id)
+        if found is not None and session_id not in self._cache:
+            self._remember(found)
+        return found
 
     async def session_for_token(self, phone_token: str) -> str | None:
         row = await self._run(lambda: self.db.execute(
@@ -187,7 +207,9 @@ class SqliteStore:
 
     async def apply(self, session_id: str, decide: Decide,
                     image: tuple[str, bytes] | None = None) -> Committed:
-        return await self._run(self._apply, session_id, decide, image)
+        done = await self._run(self._apply, session_id, decide, image)
+        self._remember(done.outcome.session)
+        return done
 
     def _apply(self, session_id: str, decide: Decide,
                image: tuple[str, bytes] | None) -> Committed:
