@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -21,16 +22,23 @@ class Receiver:
     """A real local HTTP endpoint that records every POST and answers ``fail_first``
     failures (500) per event id before it says 200."""
 
-    def __init__(self, fail_first: int = 0) -> None:
-        self.fail_first = fail_first
+    def __init__(self, fail_first: int = 0, delay: float = 0.0) -> None:
+        self.fail_first, self.delay = fail_first, delay
         self.requests: list[tuple[dict[str, str], bytes, int]] = []
         self.lock = threading.Lock()
+        self.in_flight = self.most_in_flight = 0
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 with receiver.lock:
+                    receiver.in_flight += 1
+                    receiver.most_in_flight = max(receiver.most_in_flight,
+                                                  receiver.in_flight)
+                time.sleep(receiver.delay)
+                with receiver.lock:
+                    receiver.in_flight -= 1
                     event_id = self.headers["X-Hub-Event-Id"]
                     seen = sum(1 for h, _, _ in receiver.requests
                                if h["X-Hub-Event-Id"] == event_id)
@@ -135,3 +143,19 @@ async def test_machines_without_callback_get_no_webhooks(keys_hub: HubServer, re
         await api.confirm(sid, key, "TXN_NO_HOOK")
     await asyncio.sleep(0.5)
     assert receiver.requests == []
+
+
+async def test_one_attempt_in_flight_per_machine_in_order(fresh_hub) -> None:  # type: ignore[no-untyped-def]
+    receiver = Receiver(delay=0.2)  # a slow endpoint: deliveries would overlap if allowed
+    try:
+        server: HubServer = fresh_hub(HUB_WEBHOOK_BASE_S="0.1")
+        key, _ = add_legacy_machine(server, "VM_LEGACY_3", receiver.url)
+        async with Api(server) as api:
+            sids = [await api.new_session("VM_LEGACY_3", key) for _ in range(4)]
+            for sid in sids:
+                assert (await api.cancel(sid, key)).status_code == 200
+            acked = await receiver.wait_acked(4)
+        assert [h["X-Hub-Event-Id"] for h, _ in acked] == [f"{sid}:2" for sid in sids]
+        assert receiver.most_in_flight == 1
+    finally:
+        receiver.close()
