@@ -17,6 +17,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
+from . import logs
 from .broker import Broker
 from .broker.local import LocalBroker
 from .channels import Channels
@@ -87,6 +88,7 @@ def make_backends(settings: Settings) -> Backends:
 def create_app(settings: Settings | None = None) -> Starlette:
     """The ASGI app. ``settings`` default to :meth:`Settings.from_env`."""
     settings = settings or Settings.from_env()
+    logs.install()
     backends = make_backends(settings)
     store, broker = backends.store, backends.broker
     hub = Hub(settings, store, broker, backends.limits)

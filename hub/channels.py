@@ -140,12 +140,15 @@ class Conn:
         await self._final_close()
 
     async def stop(self) -> None:
-        """The handler is ending: finish a close under way, else stop the writer.
-
-        Safe to call more than once; it waits at most 5 s for a close frame to go out."""
-        if self._closer is not None:
+        """The handler is ending: let a close under way (``finish`` or ``abort``) go out,
+        at most 5 s, else stop the writer. Safe to call more than once."""
+        pending = self._closer
+        if pending is None and self.closing is not None and self._writer is not None \
+                and not self._writer.done():
+            pending = self._writer  # it sends what is queued, then the close
+        if pending is not None:
             with contextlib.suppress(Exception, asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._closer), 5)
+                await asyncio.wait_for(asyncio.shield(pending), 5)
         self.queue.clear()
         if self._writer is not None and not self._writer.done():
             self._writer.cancel()

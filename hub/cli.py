@@ -12,6 +12,7 @@ from .clock import iso, now_ms
 from .config import Settings
 from .ids import is_machine_id
 from .machines import Machine, key_hash, new_machine_key
+from .prices import PriceList
 
 __all__ = ["main"]
 
@@ -21,7 +22,15 @@ def _serve(args: argparse.Namespace) -> int:
 
     if args.open:
         os.environ["HUB_AUTH"] = "open"
-    Settings.from_env()  # fail fast on a bad HUB_* value
+    settings = Settings.from_env()  # fail fast, in one line, on a bad HUB_* value
+    try:
+        PriceList.load(settings.prices)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"HUB_PRICES: cannot use {settings.prices!r} ({exc})") from None
+    if not settings.redis_url:
+        folder = os.path.dirname(os.path.abspath(settings.db))
+        if not os.path.isdir(folder):
+            raise ValueError(f"HUB_DB: folder {folder!r} does not exist")
     uvicorn.run(
         "hub.app:create_app", factory=True, host=args.host, port=args.port,
         log_level=args.log_level, proxy_headers=False,  # HUB_TRUSTED_PROXIES decides
@@ -46,10 +55,19 @@ async def _machines(args: argparse.Namespace) -> int:
             print("error: Invalid machine ID format (1..50 of A-Z a-z 0-9 _ -)",
                   file=sys.stderr)
             return 2
+        old = await store.machine(args.id)
+        if old is not None and not args.rotate_key:
+            print(f"error: machine {args.id} is already registered; add --rotate-key to "
+                  "give it a new key (its old key stops working)", file=sys.stderr)
+            return 2
         key = new_machine_key()
-        secret = secrets.token_hex(32) if args.callback_url else None
-        await store.add_machine(Machine(args.id, args.name or args.id, args.location,
-                                        key_hash(key), now_ms(), args.callback_url, secret))
+        callback = args.callback_url or (old.callback_url if old else None)
+        secret = (old.webhook_secret if old and old.callback_url == callback else None) \
+            or (secrets.token_hex(32) if callback else None)
+        await store.add_machine(Machine(
+            args.id, args.name or (old.name if old else args.id),
+            args.location or (old.location if old else None), key_hash(key),
+            old.created_at if old else now_ms(), callback, secret))
         print(f"machine_id: {args.id}")
         print(f"machine_key: {key}")
         if secret:
@@ -67,18 +85,27 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hub", description="Vending Hub server and admin.")
     sub = p.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="serve the hub (uvicorn)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
+    serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")),
+                       help="port (default $PORT, else 8000)")
     serve.add_argument("--open", action="store_true",
                        help="HUB_AUTH=open: check no credentials (local trials only)")
-    serve.add_argument("--log-level", default="info")
+    serve.add_argument("--log-level", default="info",
+                       choices=("critical", "error", "warning", "info", "debug"),
+                       help="default info")
     machines = sub.add_parser("machines", help="register and list machines")
     msub = machines.add_subparsers(dest="action", required=True)
     add = msub.add_parser("add", help="register a machine and print its key once")
-    add.add_argument("id")
-    add.add_argument("--name")
-    add.add_argument("--location")
-    add.add_argument("--callback-url")
+    add.add_argument("id", help="machine id: 1..50 of A-Z a-z 0-9 _ -")
+    add.add_argument("--name", help="shown as machine_info.name (default: the id)")
+    add.add_argument("--location", help="shown as machine_info.location")
+    add.add_argument("--callback-url",
+                     help="legacy machines: POST order summaries and terminal events "
+                          "there, signed with a webhook secret printed once")
+    add.add_argument("--rotate-key", action="store_true",
+                     help="the machine exists: give it a new key (the old one stops "
+                          "working within 10 s); other fields are kept unless given")
     msub.add_parser("list", help="list registered machines")
     demo = sub.add_parser(
         "demo", help="walk the guide's flow: a hub, a simulated machine and phone",

@@ -32,7 +32,10 @@ import httpx
 __all__ = ["add_arguments", "run"]
 
 ROOT = Path(__file__).resolve().parent.parent
-CLIENTS = (ROOT / "clients" / "machine", ROOT / "clients" / "phone")
+#: where the clients live in a checkout: beside this package (editable install) or in
+#: the working directory (``pip install .`` then ``hub demo`` from the checkout)
+CLIENTS = tuple(base / "clients" / name for base in (ROOT, Path.cwd())
+                for name in ("machine", "phone"))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

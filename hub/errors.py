@@ -38,6 +38,7 @@ class CloseCode(IntEnum):
     NORMAL = 1000  #: the session ended; nothing more will come
     TOO_LARGE = 1009  #: an inbound frame over 64 KiB
     RESTARTING = 1012  #: server restarting: reconnect with ``since``
+    TRY_AGAIN_LATER = 1013  #: rate limited (429): reconnect after a while
     MALFORMED = 4400  #: a frame or query parameter that cannot be understood
     NOT_AUTHENTICATED = 4401  #: missing or wrong credential
     FORBIDDEN = 4403  #: a credential of another machine, session or role
@@ -54,7 +55,7 @@ _CLOSE_FOR_STATUS = {
     409: CloseCode.SESSION_OVER,
     410: CloseCode.SESSION_OVER,
     422: CloseCode.MALFORMED,
-    429: CloseCode.NOT_AUTHENTICATED,
+    429: CloseCode.TRY_AGAIN_LATER,
 }
 
 

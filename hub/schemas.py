@@ -22,10 +22,14 @@ from .money import AmountError, to_minor
 
 __all__ = [
     "CreateSession", "RegisterUser", "Progress", "OrderSummary", "ConfirmPayment",
-    "AppPayment", "decode", "amount", "currency", "check_object_size", "check_json", "order_data",
+    "AppPayment", "decode", "amount", "is_null", "currency", "check_object_size",
+    "check_json", "order_data",
 ]
 
 T = TypeVar("T")
+
+#: an absent (or ``null``) raw amount
+NULL = msgspec.Raw(b"null")
 
 TimeoutMinutes = Annotated[int, Meta(ge=1, le=120)]
 Location = Annotated[str, Meta(max_length=200)]
@@ -61,7 +65,7 @@ class OrderSummary(Struct):
 
     order_data: dict[str, Any]
     session_id: str | None = None
-    payment_amount: Decimal | None = None
+    payment_amount: msgspec.Raw = msgspec.field(default_factory=lambda: NULL)
     currency: str | None = None
 
 
@@ -70,7 +74,7 @@ class ConfirmPayment(Struct):
 
     session_id: str
     payment_method: str
-    payment_amount: Decimal
+    payment_amount: msgspec.Raw
     transaction_id: TransactionId
     payment_data: dict[str, Any] | None = None
 
@@ -78,7 +82,7 @@ class ConfirmPayment(Struct):
 class AppPayment(Struct):
     """``POST /session/{id}/app-payment`` ("Pay on App")."""
 
-    payment_amount: Decimal
+    payment_amount: msgspec.Raw
     transaction_id: TransactionId
     currency: str | None = None
     order_data: dict[str, Any] | None = None
@@ -113,12 +117,37 @@ def decode(raw: bytes | Any, typ: type[T]) -> T:
         raise HubError(422, "Invalid JSON body: nested too deeply") from None
 
 
-def amount(value: Decimal | None, field: str = "payment_amount") -> int:
-    """Exact amount → minor units, or 422 ``Invalid payment_amount: <why>``."""
-    if value is None:
+_AMOUNT_STRING = re.compile(r"[0-9]{1,5}(?:\.[0-9]{1,2})?")
+_AMOUNT_NUMBER = re.compile(rb"-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
+
+
+def is_null(raw: msgspec.Raw | None) -> bool:
+    """True when an optional raw field was absent or ``null``."""
+    return raw is None or bytes(raw).strip() == b"null"
+
+
+def amount(raw: msgspec.Raw | None, field: str = "payment_amount") -> int:
+    """The raw JSON of an amount → integer minor units (CONTRACT §1), or 422
+    ``Invalid payment_amount: <why>``.
+
+    A JSON number is read exactly from its text (``19.99``, ``1999e-2``); a string must be
+    plain ASCII digits with at most two decimals (``"19.99"``): no sign, spaces,
+    exponent, underscores or non-ASCII digits.
+    """
+    text = b"null" if raw is None else bytes(raw).strip()
+    if text == b"null":
         raise HubError(422, f"Missing required field: {field}")
+    if text.startswith(b'"'):
+        value = msgspec.json.decode(text)
+        if not (isinstance(value, str) and _AMOUNT_STRING.fullmatch(value)):
+            raise HubError(422, f"Invalid {field}: must be a decimal number such as 19.99")
+        literal = value
+    elif _AMOUNT_NUMBER.fullmatch(text):
+        literal = text.decode()
+    else:
+        raise HubError(422, f"Invalid {field}: must be a decimal number such as 19.99")
     try:
-        return to_minor(value)
+        return to_minor(Decimal(literal))
     except AmountError as exc:
         raise HubError(422, f"Invalid {field}: {exc}") from None
 

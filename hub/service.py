@@ -232,11 +232,11 @@ class Hub:
         if body.session_id is not None and body.session_id != session_id:
             raise HubError(400, "Session ID mismatch")
         price, price_currency = self.prices.price_for(data)
-        if self.settings.open_mode and body.payment_amount is not None:
+        if self.settings.open_mode and not S.is_null(body.payment_amount):
             amount, currency = S.amount(body.payment_amount), S.currency(body.currency)
         else:
             amount, currency = price, price_currency
-            sent = None if body.payment_amount is None else S.amount(body.payment_amount)
+            sent = None if S.is_null(body.payment_amount) else S.amount(body.payment_amount)
             sent_cur = S.currency(body.currency, price_currency)
             if (sent is not None and sent != price) or sent_cur != price_currency:
                 raise HubError(409, "Payment amount does not match price")

@@ -153,3 +153,26 @@ def test_unknown_routes_and_methods_have_detail(keys_hub: HubServer) -> None:
     r = httpx.get(keys_hub.url + "/ready")
     assert r.status_code == 200 and r.json()["store"] == keys_hub.backend
     assert r.json()["broker"] == {"sqlite": "local", "redis": "redis"}[keys_hub.backend]
+
+
+async def test_amount_strings_are_plain_decimals(keys_hub: HubServer) -> None:
+    key = keys_hub.add_machine("VM_AUTH_6")
+    async with Api(keys_hub) as api:
+        sid, _ = await api.to_pending("VM_AUTH_6", key)
+        for bad in ["\u0663", "+19.99", "1_9.99", " 19.99", "1e1", "19.999", "19,99", ""]:
+            r = await api.confirm(sid, key, "TXN_STR", amount=bad)
+            assert r.status_code == 422, bad
+            assert r.json()["detail"].startswith("Invalid payment_amount"), bad
+        assert (await api.status(sid, key)).json()["status"] == "payment_pending"
+        r = await api.confirm(sid, key, "TXN_STR", amount="19.99")
+        assert r.status_code == 200
+
+
+async def test_client_leaving_mid_body_is_not_an_error(keys_hub: HubServer) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", keys_hub.port)
+    writer.write(b"POST /api/vending/create-session HTTP/1.1\r\nHost: x\r\n"
+                 b"Content-Length: 100\r\n\r\n{\"machine_id\"")
+    await writer.drain()
+    writer.close()
+    await asyncio.sleep(0.3)
+    assert "ClientDisconnect" not in (keys_hub.log.read_text() if keys_hub.log else "")

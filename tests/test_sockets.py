@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import orjson
+import websockets
 import pytest
 
 from .api import Api, close_code, connect, recv_json
@@ -165,3 +166,38 @@ def _forget_history(server: HubServer, sid: str, keep_from: int) -> None:
 
         with sqlite3.connect(server.db) as db:
             db.execute("DELETE FROM events WHERE session_id = ? AND seq < ?", (sid, keep_from))
+
+
+async def test_ack_comes_before_a_malformed_frame_closes(keys_hub: HubServer, machine) -> None:  # type: ignore[no-untyped-def]
+    mid, key = machine
+    async with Api(keys_hub) as api:
+        sid = await api.new_session(mid, key)
+        ws = await connect(keys_hub, f"/api/vending/session/{sid}/ws", key)
+        await recv_json(ws)
+        await ws.send('{"op":"cancel","id":1}')
+        await ws.send("garbage")
+        frames = []
+        try:
+            while True:
+                frames.append(await recv_json(ws))
+        except websockets.ConnectionClosed as exc:
+            code = exc.rcvd.code if exc.rcvd else None
+        kinds = {(f["type"], f.get("event")) for f in frames}
+        assert ("ack", None) in kinds and ("event", "session.cancelled") in kinds
+        assert code in (4400, 1000)  # the terminal event may close it first, normally
+        ws = await connect(keys_hub, f"/api/vending/session/{sid}/ws", key)
+        assert await close_code(ws) == 4410
+
+
+async def test_op_naming_another_session_is_refused(keys_hub: HubServer, machine) -> None:  # type: ignore[no-untyped-def]
+    mid, key = machine
+    async with Api(keys_hub) as api:
+        sid = await api.new_session(mid, key)
+        other = await api.new_session(mid, key)
+        ws = await connect(keys_hub, f"/api/vending/session/{sid}/ws", key)
+        await recv_json(ws)
+        await ws.send(orjson.dumps({"op": "cancel", "id": 5, "session_id": other}).decode())
+        assert await recv_json(ws) == {"type": "ack", "id": 5, "code": 400,
+                                       "body": {"detail": "Session ID mismatch"}}
+        assert (await api.status(sid, key)).json()["status"] == "active"
+        await ws.close()

@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from ..codec import dumps
@@ -43,11 +43,16 @@ async def _unavailable(request: Request, exc: Exception) -> Response:
                 headers={"Retry-After": "1"})
 
 
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    """The client left before sending its whole body: nothing to answer, nothing to log."""
+    return Response(status_code=400)
+
+
 async def _server_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return JSON({"detail": "Internal server error"}, 500)
 
 
 exception_handlers: dict[Any, Any] = {
-    HubError: _hub_error, HTTPException: _http_error,
+    HubError: _hub_error, HTTPException: _http_error, ClientDisconnect: _client_gone,
     **{exc: _unavailable for exc in UNAVAILABLE}, Exception: _server_error}

@@ -71,7 +71,9 @@ async def create_session(request: Request) -> Response:
 async def design_image(request: Request) -> Response:
     sid = request.path_params["session_id"]
     mime, data = await _call(request, lambda hub, caller: hub.design_image(caller, sid))
-    return Response(data, media_type=mime, headers={"Cache-Control": "private, max-age=300"})
+    # the URL stays when the order is replaced: never cache; never sniff the bytes
+    return Response(data, media_type=mime, headers={"Cache-Control": "no-store",
+                                                    "X-Content-Type-Options": "nosniff"})
 
 
 async def qr_image(request: Request) -> Response:

@@ -192,11 +192,13 @@ async def _read_loop(ws: WebSocket, hub: Hub, conn: Conn, caller: Caller,
             try:
                 text = data.decode()
             except UnicodeDecodeError:
-                conn.abort(CloseCode.MALFORMED, "Frames must be UTF-8 JSON")
+                conn.finish(CloseCode.MALFORMED, "Frames must be UTF-8 JSON")
                 break
         reply = await _answer(hub, conn, caller, sid, text)
         if reply is None:
-            conn.abort(CloseCode.MALFORMED, "Malformed frame")
+            # acks and events already queued go out first (CONTRACT §4: an op's ack
+            # always comes before the socket closes)
+            conn.finish(CloseCode.MALFORMED, "Malformed frame")
             break
         conn.push(reply)
 
@@ -216,9 +218,13 @@ async def _answer(hub: Hub, conn: Conn, caller: Caller, sid: str | None,
     if op not in OPS or not isinstance(msg.get("id"), (int, str)) or isinstance(
             msg.get("id"), bool):
         return None
-    target = sid if sid is not None else msg.get("session_id")
+    named = msg.get("session_id")
+    target = sid if sid is not None else named
     if not isinstance(target, str):
         return None
+    if sid is not None and named is not None and named != sid:
+        return dumps({"type": "ack", "id": msg["id"], "code": 400,
+                      "body": {"detail": "Session ID mismatch"}}).decode()
     name, with_body = OPS[op]
     conn.inflight += 1
     try:
