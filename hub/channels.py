@@ -273,22 +273,19 @@ class Channels:
 
     # -- presence -------------------------------------------------------------------
     async def online(self, conn: Conn, session_ids: list[str]) -> None:
-        """Count ``conn`` present; publish presence where its party came online.
-
-        Presence is best effort: a store or broker outage is logged, not raised."""
-        try:
-            if await self.presence.join(conn.member, conn.machine_id, conn.session_id,
-                                        conn.role):
-                await self._announce(conn, session_ids, True)
-        except UNAVAILABLE as exc:
-            log.warning("presence not recorded: %r", exc)
+        """Count ``conn`` present; publish presence where its party came online."""
+        await self._mark(conn, session_ids, True)
 
     async def offline(self, conn: Conn, session_ids: list[str]) -> None:
-        """Uncount ``conn``; publish presence where its party went offline (best effort)."""
+        """Uncount ``conn``; publish presence where its party went offline."""
+        await self._mark(conn, session_ids, False)
+
+    async def _mark(self, conn: Conn, session_ids: list[str], online: bool) -> None:
+        """Presence is best effort: a store or broker outage is logged, not raised."""
+        change = self.presence.join if online else self.presence.leave
         try:
-            if await self.presence.leave(conn.member, conn.machine_id, conn.session_id,
-                                         conn.role):
-                await self._announce(conn, session_ids, False)
+            if await change(conn.member, conn.machine_id, conn.session_id, conn.role):
+                await self._announce(conn, session_ids, online)
         except UNAVAILABLE as exc:
             log.warning("presence not recorded: %r", exc)
 
