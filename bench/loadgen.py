@@ -192,6 +192,8 @@ class Hub:
                     s.connected.set_result(PC())
         except Exception:
             pass
+        if s.connected is not None and not s.connected.done():
+            s.connected.set_exception(ConnectionError("socket closed before its first frame"))
 
     on_event = None  # optional hook (expiry scenario)
 
@@ -304,6 +306,8 @@ class Sio:
                     await ws.send_str("40" + auth)
         except Exception:
             pass
+        if not fut.done():  # closed before the handshake finished
+            fut.set_exception(ConnectionError("socket closed during the handshake"))
 
     async def setup(self, s: Sess, phone_socket: bool = True) -> None:
         s.sid = f"S{s.i}_{s.mid}"
@@ -603,8 +607,16 @@ async def _idle_open(spec: dict, lo: int, hi: int) -> tuple[Any, list[Sess]]:
     sessions = [Sess(i, f"B{spec['run_id']}M{i}") for i in range(lo, hi)]
     for s in sessions:  # hub: the machine exists (create-session registered it)
         s.sid = f"S{s.i}"
-    await gather_limited([target.open_machine(s) for s in sessions], 256)
-    await asyncio.gather(*(s.connected for s in sessions))
+    async def one(s: Sess) -> bool:
+        try:
+            await asyncio.wait_for(target.open_machine(s), 120)
+            await asyncio.wait_for(s.connected, 120)
+            return True
+        except Exception:
+            return False
+
+    ok = await gather_limited([one(s) for s in sessions], 256)
+    target.connected = sum(ok)
     return target, sessions
 
 
@@ -639,28 +651,29 @@ async def sc_idle(spec: dict) -> dict:
     line = await asyncio.get_running_loop().run_in_executor(None, helper.stdout.readline)
     if not line.startswith(b"ready"):
         raise RuntimeError("idle helper failed")
+    connected = mine_t.connected + int(line.split()[1])
     connect_s = PC() - t1
     freeze_gc()
     await asyncio.sleep(spec.get("settle", 5.0))
-    held = len(server.connections(kind="tcp")) - 1  # minus the listening socket
+    held = len(server.net_connections(kind="tcp")) - 1  # minus the listening socket
     after = rss(server)
     cpu = Cpu(spec["pids"])
     cpu.start()
     await asyncio.sleep(spec.get("idle_window", 5.0))
     usage = cpu.stop()
     helper.stdin.close()
-    helper.wait(30)
+    await asyncio.get_running_loop().run_in_executor(None, helper.wait, 60)
     await close_all(mine_t.http, mine, mine_t)
-    return {"sockets": n, "server_tcp_connections": held, "setup_s": round(setup_s, 1),
+    return {"sockets": n, "connected": connected, "server_tcp_connections": held, "setup_s": round(setup_s, 1),
             "connect_s": round(connect_s, 1),
             "rss_before_mib": round(base / 2**20, 1), "rss_after_mib": round(after / 2**20, 1),
-            "rss_per_socket_kib": round((after - base) / n / 1024, 2),
+            "rss_per_socket_kib": round((after - base) / max(connected, 1) / 1024, 2),
             "idle_server_cpu_pct": usage["server_cpu_pct"]}
 
 
 async def idle_helper(spec: dict) -> None:
     target, sessions = await _idle_open(spec, spec["lo"], spec["hi"])
-    sys.stdout.write("ready\n")
+    sys.stdout.write(f"ready {target.connected}\n")
     sys.stdout.flush()
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
     await close_all(target.http, sessions, target)
@@ -799,7 +812,13 @@ def main() -> None:
     spec = json.loads(sys.argv[1])
     random.seed(1)
     result = asyncio.run(SCENARIOS[spec["scenario"]](spec))
-    sys.stdout.write(json.dumps(result) + "\n")
+    text = json.dumps(result) + "\n"
+    if spec.get("out"):
+        with open(spec["out"], "w") as f:
+            f.write(text)
+    os.set_blocking(sys.stdout.fileno(), True)  # the event loop may have left it non-blocking
+    sys.stdout.write(text)
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":

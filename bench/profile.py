@@ -26,6 +26,45 @@ import psutil
 from .run import BENCH, GEN_CPU, ROOT, Launcher, _pin
 
 
+#: layers of the hub's stack, matched on the leaf frame in order (first match wins)
+LAYERS = [
+    ("SQL + state decode on the SQLite worker thread",
+     lambda st, leaf: "concurrent/futures/thread.py" in st and "hub/store/sqlite.py" in st),
+    ("hop to the SQLite thread (submit, wrap_future, set_state, worker)",
+     lambda st, leaf: any(x in leaf for x in (
+         "ThreadPoolExecutor.submit", "wrap_future", "_call_set_state", "_call_check_cancel",
+         "SqliteStore._run", "_chain_future", "Future.add_done_callback", "_WorkItem",
+         "_worker"))),
+    ("WebSocket sends (uvicorn websockets)", lambda st, leaf: "websockets" in leaf),
+    ("channel fan-out (hub/channels.py)", lambda st, leaf: "hub/channels.py" in leaf),
+    ("uvicorn HTTP parse and response", lambda st, leaf: "httptools_impl" in leaf),
+    ("starlette routing and middleware",
+     lambda st, leaf: "starlette/" in leaf or "hub/http/middleware" in leaf),
+    ("hub service, lifecycle, schemas, ids, codec", lambda st, leaf: "hub/" in leaf),
+    ("event loop (uvloop)", lambda st, leaf: leaf.startswith("Runner.run")),
+]
+
+
+def layers(collapsed: Path) -> str:
+    """Share of samples per layer of the stack (by leaf frame)."""
+    counts: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        n = int(count)
+        total += n
+        leaf = stack.rsplit(";", 1)[-1]
+        for name, match in LAYERS:
+            if match(stack, leaf):
+                counts[name] += n
+                break
+        else:
+            counts["other (stdlib called by the hub: uuid, dataclasses, datetime, …)"] += n
+    return "\n".join(f"  {100 * c / total:5.1f}%  {name}" for name, c in counts.most_common())
+
+
 def top(collapsed: Path, n: int = 25) -> str:
     own: collections.Counter[str] = collections.Counter()
     total: collections.Counter[str] = collections.Counter()
@@ -41,7 +80,8 @@ def top(collapsed: Path, n: int = 25) -> str:
             own[_short(frames[-1])] += c
         for f in {_short(f) for f in frames}:
             total[f] += c
-    out = [f"{samples} samples", "", "own time (leaf frame):"]
+    out = [f"{samples} samples", "", "by layer:", layers(collapsed), "",
+           "own time (leaf frame):"]
     out += [f"  {100 * c / samples:5.1f}%  {f}" for f, c in own.most_common(n)]
     out += ["", "total time (frame on the stack):"]
     out += [f"  {100 * c / samples:5.1f}%  {f}" for f, c in total.most_common(n)]
