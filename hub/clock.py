@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from datetime import datetime, timezone
 
@@ -13,10 +14,14 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+@functools.lru_cache(maxsize=4096)
+def _second(s: int) -> str:
+    return datetime.fromtimestamp(s, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+
+
 def iso(ms: int) -> str:
-    """Format epoch milliseconds as ``2025-01-23T15:00:22.000Z``."""
-    dt = datetime.fromtimestamp(ms // 1000, tz=timezone.utc)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S") + f".{ms % 1000:03d}Z"
+    """Format epoch milliseconds as ``2025-01-23T15:00:22.000Z`` (the second is cached)."""
+    return f"{_second(ms // 1000)}.{ms % 1000:03d}Z"
 
 
 def parse_iso(text: str) -> int:
