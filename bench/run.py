@@ -283,7 +283,18 @@ def plan(full: bool) -> list[Case]:
     return cases
 
 
+def hub_commit() -> str:
+    """The commit the hub code was at when its server started (others may commit during a
+    run; ``+dirty`` when hub/ has uncommitted changes)."""
+    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                         text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "hub"], cwd=ROOT,
+                           capture_output=True, text=True).stdout.strip()
+    return rev + ("+dirty" if dirty else "")
+
+
 def run_case(case: Case, target: str, launcher: Launcher, run_id: int) -> dict:
+    commit = hub_commit() if target == "hub" else None
     servers = launcher.start(target, case.instances, case.env)
     try:
         spec = {"scenario": case.scenario, "proto": "hub" if target == "hub" else "sio",
@@ -297,6 +308,8 @@ def run_case(case: Case, target: str, launcher: Launcher, run_id: int) -> dict:
         result = loadgen(spec, timeout=300 + size / 20)
         if "window" in result:
             result["server_gc"] = launcher.gc_pauses(servers.pids, result["window"][0])
+        if commit:
+            result["hub_commit"] = commit
         if case.instances > 1 and launcher.redis is not None:
             result["redis_rss_mib"] = round(
                 psutil.Process(launcher.redis.proc.pid).memory_info().rss / 2**20, 1)
@@ -551,7 +564,7 @@ def machine_info() -> dict:
         "python-socketio": _version("python-socketio"), "websockets": _version("websockets"),
         "starlette": _version("starlette"), "socket.io (npm)": _npm("socket.io"),
         "@socket.io/redis-adapter (npm)": _npm("@socket.io/redis-adapter"),
-        "nofile": resource.getrlimit(resource.RLIMIT_NOFILE)}
+        "nofile": resource.getrlimit(resource.RLIMIT_NOFILE), "hub_commit_at_start": hub_commit()}
 
 
 def main(argv: list[str] | None = None) -> int:
