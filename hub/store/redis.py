@@ -198,12 +198,15 @@ class RedisStore:
 
     async def events_after(self, session_id: str, seq: int) -> list[bytes] | None:
         start = "-" if seq <= 0 else f"(0-{seq}"
-        entries = await self.redis.xrange(self.k("ev", session_id), start, "+")
+        # history and state read in one MULTI: a commit cannot fall between the two
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xrange(self.k("ev", session_id), start, "+")
+            pipe.get(self.k("s", session_id))
+            entries, raw = await pipe.execute()
         if entries:
             first = int(entries[0][0].split(b"-")[1])
             return [e[1][b"f"] for e in entries] if first == seq + 1 else None
-        s = await self.load(session_id)
-        return [] if s is None or s.seq <= seq else None
+        return [] if raw is None or _dec_session.decode(raw).seq <= seq else None
 
     async def due(self, now: int, limit: int) -> list[str]:
         ids = await self.redis.zrangebyscore(self.k("due"), "-inf", now, start=0, num=limit)
