@@ -70,6 +70,21 @@ def bench_k(text: str) -> int | None:
     return int(text[j:e]) if e > j else None
 
 
+async def timed_post(http: Any, rec: Any, k: int, url: str, data: bytes) -> None:
+    """POST one phone event over REST, recording its send time, RTT and errors in ``rec``
+    (the same for the hub and the socket.io peers)."""
+    t = PC()
+    rec.sent[k] = t
+    try:
+        async with http.post(url, data=data, headers=JSONH) as r:
+            await r.read()
+            if r.status != 200:
+                rec.errors += 1
+    except aiohttp.ClientError:
+        rec.errors += 1
+    rec.rtt.append(PC() - t)
+
+
 class Rec:
     """What the run observed: send times, latencies, deliveries."""
 
@@ -232,16 +247,7 @@ class Hub:
             return
         data = orjson.dumps(body)
         url = self._u(self.phone_urls, s.i) + f"/api/vending/session/{s.sid}/order-summary"
-        t = PC()
-        rec.sent[k] = t
-        try:
-            async with self.http.post(url, data=data, headers=JSONH) as r:
-                await r.read()
-                if r.status != 200:
-                    rec.errors += 1
-        except aiohttp.ClientError:
-            rec.errors += 1
-        rec.rtt.append(PC() - t)
+        await timed_post(self.http, rec, k, url, data)
 
     async def poll(self, s: Sess) -> bool:
         url = self._u(self.mach_urls, s.i) + f"/api/vending/session/{s.sid}/status"
@@ -335,16 +341,7 @@ class Sio:
             return
         data = orjson.dumps(body)
         url = self._u(self.phone_urls, s.i) + f"/relay/{s.sid}"
-        t = PC()
-        rec.sent[k] = t
-        try:
-            async with self.http.post(url, data=data, headers=JSONH) as r:
-                await r.read()
-                if r.status != 200:
-                    rec.errors += 1
-        except aiohttp.ClientError:
-            rec.errors += 1
-        rec.rtt.append(PC() - t)
+        await timed_post(self.http, rec, k, url, data)
 
 
 # -- measurement helpers -----------------------------------------------------------------------
