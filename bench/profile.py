@@ -107,11 +107,16 @@ def main() -> int:
     ap.add_argument("--sessions", type=int, default=1000)
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--rate", type=int, default=500)
+    ap.add_argument("--phone-mode", default="rest", choices=("rest", "ws"),
+                    help="the phone's event: a REST call or a socket op")
+    ap.add_argument("--native", action="store_true",
+                    help="sample C frames too (py-spy --native; pauses the hub to sample)")
     args = ap.parse_args()
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     out_dir = BENCH / "results"
     out_dir.mkdir(exist_ok=True)
-    raw = out_dir / f"profile-{args.scenario}.txt"
+    name = args.scenario + ("-ws" if args.phone_mode == "ws" else "")
+    raw = out_dir / f"profile-{name}.txt"
     with tempfile.TemporaryDirectory(prefix="hub-prof-") as tmp:
         launcher = Launcher(Path(tmp), None, Path(tmp) / "server.log")
         servers = launcher.start("hub", 1)
@@ -119,6 +124,7 @@ def main() -> int:
             spec = {"scenario": args.scenario, "proto": "hub", "pids": servers.pids,
                     "run_id": 1, "sessions": args.sessions, "rate": args.rate,
                     "duration": args.seconds + 4, "concurrency": 64,
+                    "phone_mode": args.phone_mode,
                     "machine_urls": servers.urls, "phone_urls": servers.urls}
             gen = subprocess.Popen([sys.executable, "-m", "bench.loadgen", json.dumps(spec)],
                                    cwd=ROOT, stdout=subprocess.PIPE, text=True,
@@ -133,7 +139,8 @@ def main() -> int:
             time.sleep(3)
             spy = subprocess.run([pyspy, "record", "--pid", str(servers.pids[0]), "--format",
                                   "raw", "--rate", "200", "--duration", str(int(args.seconds)),
-                                  "--output", str(raw), "--nonblocking", "--gil"],
+                                  "--output", str(raw), "--gil",
+                                  "--native" if args.native else "--nonblocking"],
                                  capture_output=True, text=True)
             if spy.returncode != 0:
                 print(spy.stderr, file=sys.stderr)
@@ -142,7 +149,7 @@ def main() -> int:
             servers.stop()
     print(json.dumps(json.loads(result.strip().splitlines()[-1]).get("latency_ms")))
     report = top(raw)
-    (out_dir / f"profile-{args.scenario}-top.txt").write_text(report + "\n")
+    (out_dir / f"profile-{name}-top.txt").write_text(report + "\n")
     print(report)
     return 0
 

@@ -36,15 +36,15 @@ log = logging.getLogger("hub.channels")
 #: this process's name in shared presence sets
 INSTANCE = uuid.uuid4().hex[:12]
 
-#: this process's name in shared presence sets
-INSTANCE = uuid.uuid4().hex[:12]
-
 #: bytes of live frames one socket may have queued before it is closed with 4408
 SEND_QUEUE_LIMIT = 1 << 20
 
 
 class Conn:
-    """One client socket: its send queue (bounded), writer task and delivery position.
+    """One client socket: its send queue (bounded), writer and delivery position.
+
+    An idle socket holds no task: a writer task is started when a frame is queued and
+    ends when the queue is empty (``bench/RESULTS.md``: memory per idle socket).
 
     Args:
         send: coroutine sending one text frame; close: coroutine closing with (code, reason).
@@ -52,6 +52,10 @@ class Conn:
         session_id: the session of a session socket, None for a machine-wide socket.
         limit: bytes of queued live frames before a 4408 close (a replay does not count).
     """
+
+    __slots__ = ("_send", "_close", "role", "machine_id", "session_id", "limit", "queue",
+                 "queued", "last", "pending", "gaps", "inflight", "closing", "closed",
+                 "_started", "_writer", "_closer", "_close_sent", "_done", "__weakref__")
 
     def __init__(self, send: Callable[[str], Awaitable[None]],
                  close: Callable[[int, str], Awaitable[None]], *, role: str,
@@ -67,15 +71,27 @@ class Conn:
         self.gaps: dict[str, list[tuple[dict[str, Any], str]]] = {}  #: held while filling a gap
         self.inflight = 0  #: ops being answered: the socket never closes before their ack
         self.closing: tuple[int, str] | None = None
-        self.closed = asyncio.Event()
-        self._wake = asyncio.Event()
+        self.closed = False  #: the close went out, or the peer is gone
+        self._started = False
         self._writer: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
         self._close_sent = False
-        self.member = f"{INSTANCE}:{id(self):x}"  #: this socket's name in presence sets
+        self._done: asyncio.Future[None] | None = None  #: made by wait_closed
+
+    @property
+    def member(self) -> str:
+        """This socket's name in presence sets."""
+        return f"{INSTANCE}:{id(self):x}"
 
     def start(self) -> None:
-        self._writer = asyncio.create_task(self._write_loop())
+        """Setup is over: send what is queued, and from now on whatever is pushed."""
+        self._started = True
+        self._kick()
+
+    def _kick(self) -> None:
+        if self._started and (self._writer is None or self._writer.done()) \
+                and (self.queue or self.closing is not None) and self._closer is None:
+            self._writer = asyncio.create_task(self._write_queued())
 
     def push(self, text: str, live: bool = True) -> None:
         """Queue one frame; over :attr:`limit` bytes of live frames closes with 4408."""
@@ -87,17 +103,22 @@ class Conn:
         if self.queued > self.limit:
             self.abort(CloseCode.SLOW_CONSUMER, "Slow consumer")
             return
-        self._wake.set()
+        self._kick()
 
     def push_obj(self, obj: Any) -> None:
         """Queue ``obj`` as a JSON text frame (a snapshot, not counted as live)."""
         self.push(dumps(obj).decode(), live=False)
 
+    def acked(self) -> None:
+        """One op was answered (its ack is queued): a pending close may go out now."""
+        self.inflight -= 1
+        self._kick()
+
     def finish(self, code: int, reason: str = "") -> None:
         """Close with ``code`` once the queue is sent and every op is acked."""
         if self.closing is None:
             self.closing = (code, reason)
-        self._wake.set()
+        self._kick()
 
     def abort(self, code: int, reason: str) -> None:
         """Drop what is queued and close now (slow consumer, bad frame, shutdown)."""
@@ -109,6 +130,11 @@ class Conn:
         if self._closer is None:
             self._closer = asyncio.create_task(self._final_close())
 
+    def _mark_closed(self) -> None:
+        self.closed = True
+        if self._done is not None and not self._done.done():
+            self._done.set_result(None)
+
     async def _final_close(self) -> None:
         if self._close_sent:
             return
@@ -119,25 +145,22 @@ class Conn:
         except Exception as exc:  # the peer left first
             log.debug("close %s failed: %r", code, exc)
         finally:
-            self.closed.set()
+            self._mark_closed()
 
-    async def _write_loop(self) -> None:
-        """Send queued frames in order; cancelling it is safe (frames left are dropped)."""
+    async def _write_queued(self) -> None:
+        """Send queued frames in order, then the close if one is due; cancelling it is
+        safe (frames left are dropped)."""
         try:
-            while True:
-                while self.queue:
-                    text, n = self.queue.popleft()
-                    self.queued -= n
-                    await self._send(text)
-                if self.closing is not None and self.inflight == 0:
-                    break
-                self._wake.clear()
-                await self._wake.wait()
+            while self.queue:
+                text, n = self.queue.popleft()
+                self.queued -= n
+                await self._send(text)
         except Exception as exc:  # the peer went away: the reader sees the disconnect
             log.debug("send failed: %r", exc)
-            self.closed.set()
+            self._mark_closed()
             return
-        await self._final_close()
+        if self.closing is not None and self.inflight == 0:
+            await self._final_close()
 
     async def stop(self) -> None:
         """The handler is ending: let a close under way (``finish`` or ``abort``) go out,
@@ -150,12 +173,17 @@ class Conn:
             with contextlib.suppress(Exception, asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(pending), 5)
         self.queue.clear()
+        self._started = False
         if self._writer is not None and not self._writer.done():
             self._writer.cancel()
-        self.closed.set()
+        self._mark_closed()
 
     async def wait_closed(self) -> None:
-        await self.closed.wait()
+        if self.closed:
+            return
+        if self._done is None:
+            self._done = asyncio.get_running_loop().create_future()
+        await self._done
 
 
 def presence_frame(session_id: str, role: str, online: bool) -> bytes:
@@ -300,7 +328,7 @@ class Channels:
         """After a broker outage: fill every local socket's gaps from the store, and tell
         machine-wide sockets about sessions created meanwhile."""
         for conn in list(self.conns):
-            if conn.pending is not None or conn.closed.is_set():
+            if conn.pending is not None or conn.closed:
                 continue
             if conn.session_id is None:
                 asyncio.create_task(self._recover_machine(conn))

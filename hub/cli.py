@@ -35,6 +35,7 @@ def _serve(args: argparse.Namespace) -> int:
         "hub.app:create_app", factory=True, host=args.host, port=args.port,
         log_level=args.log_level, proxy_headers=False,  # HUB_TRUSTED_PROXIES decides
         ws_max_size=64 * 1024, ws_ping_interval=20.0, ws_ping_timeout=20.0,
+        ws_per_message_deflate=settings.ws_deflate,
         timeout_graceful_shutdown=10)
     return 0
 

@@ -20,6 +20,9 @@
 ``HUB_AUTH_FAIL_RATE``         failed credentials a minute per client address (default 20)
 ``HUB_WEBHOOK_BASE_S``         first webhook retry delay, seconds; doubles up to 60 s
                                (default 1; tests shorten it)
+``HUB_WS_DEFLATE``             ``1`` to offer permessage-deflate (RFC 7692) on sockets;
+                               default ``0``: frames are small JSON, and compressing
+                               each one per socket costs more CPU than it saves bytes
 =============================  ==========================================================
 """
 
@@ -30,6 +33,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 __all__ = ["Settings"]
+
+
+def _flag(value: str) -> bool:
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(value)
 
 
 def _list(value: str) -> tuple[str, ...]:
@@ -55,6 +66,7 @@ class Settings:
     create_rate: int = 10
     auth_fail_rate: int = 20
     webhook_base_s: float = 1.0
+    ws_deflate: bool = False
 
     @property
     def open_mode(self) -> bool:
@@ -74,7 +86,7 @@ class Settings:
                 "payment_timeout_s": float, "cors_origins": _list,
                 "trusted_proxies": _list, "session_minute_s": float,
                 "sweep_interval_s": float, "create_rate": int, "auth_fail_rate": int,
-                "webhook_base_s": float}
+                "webhook_base_s": float, "ws_deflate": _flag}
         for name, fn in conv.items():
             raw = env.get("HUB_" + name.upper())
             if raw is None or raw == "":

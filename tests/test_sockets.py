@@ -201,3 +201,23 @@ async def test_op_naming_another_session_is_refused(keys_hub: HubServer, machine
                                        "body": {"detail": "Session ID mismatch"}}
         assert (await api.status(sid, key)).json()["status"] == "active"
         await ws.close()
+
+
+@pytest.mark.parametrize("setting,offered", [(None, False), ("1", True)])
+async def test_permessage_deflate_only_when_configured(tmp_path, setting, offered) -> None:  # type: ignore[no-untyped-def]
+    """The client offers permessage-deflate (RFC 7692); the hub takes it only with
+    HUB_WS_DEFLATE=1, and frames arrive whole either way."""
+    env = {} if setting is None else {"HUB_WS_DEFLATE": setting}
+    server = HubServer(tmp_path / "hub.db", env, open_mode=True).start()
+    try:
+        async with Api(server) as api:
+            sid = await api.new_session("VM_DEFLATE", None)
+            ws = await connect(server, f"/api/vending/session/{sid}/ws")
+            assert ws.request is not None and ws.response is not None
+            assert "permessage-deflate" in ws.request.headers["Sec-WebSocket-Extensions"]
+            agreed = ws.response.headers.get("Sec-WebSocket-Extensions") or ""
+            assert ("permessage-deflate" in agreed) is offered
+            assert (await recv_json(ws))["session"]["session_id"] == sid
+            await ws.close()
+    finally:
+        server.stop()

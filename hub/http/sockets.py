@@ -179,7 +179,7 @@ async def _serve(ws: WebSocket, hub: Hub, conn: Conn, caller: Caller, channel: s
 async def _read_loop(ws: WebSocket, hub: Hub, conn: Conn, caller: Caller,
                      sid: str | None) -> None:
     """Answer client frames until the socket closes (either side)."""
-    while not conn.closed.is_set():
+    while not conn.closed:
         try:
             message = await ws.receive()
         except (WebSocketDisconnect, RuntimeError):
@@ -235,7 +235,7 @@ async def _answer(hub: Hub, conn: Conn, caller: Caller, sid: str | None,
     except UNAVAILABLE:
         code, body = 503, {"detail": "Service temporarily unavailable"}
     finally:
-        conn.inflight -= 1
+        conn.acked()
     return dumps({"type": "ack", "id": msg["id"], "code": code, "body": body}).decode()
 
 

@@ -1,21 +1,28 @@
 """The embedded store: one SQLite file in WAL mode, stdlib ``sqlite3`` only.
 
-Every statement runs on one dedicated worker thread that owns the connection, so the
-event loop never blocks on disk and writes are serialised without locks: ``apply`` loads,
-decides and commits inside one ``BEGIN IMMEDIATE`` transaction. The event history is
-kept whole (nothing is trimmed), which more than meets CONTRACT §4's "last 200 events
-and 10 minutes".
+Statements run on the event loop's thread, each one short and bounded (indexed point
+reads and writes, ``LIMIT``-ed scans): in WAL mode with ``synchronous=NORMAL`` a commit
+appends pages to the WAL and never waits for the disk. The one step that does wait for
+the disk, copying the WAL back into the database file with an ``fsync`` (a checkpoint),
+is taken off the loop: automatic checkpoints are off on the loop's connection, and a
+second connection checkpoints on a worker thread every :data:`CHECKPOINT_S` seconds.
+Running inline, rather than hopping to a worker thread per command, removes the hop's
+GIL hand-offs, which cost up to ``sys.getswitchinterval()`` (5 ms) each at the tail
+(bench/RESULTS.md). Writes are serialised without locks: nothing awaits inside a
+transaction, so ``apply`` loads, decides and commits in one ``BEGIN IMMEDIATE``.
+The event history is kept whole (nothing is trimmed), which more than meets
+CONTRACT §4's "last 200 events and 10 minutes".
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sqlite3
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import msgspec
 
@@ -27,7 +34,7 @@ from . import Committed, Decide, Delivery
 
 __all__ = ["SqliteStore"]
 
-T = TypeVar("T")
+log = logging.getLogger("hub.store")
 
 _NOT_FINISHED = "status NOT IN (" + ", ".join(repr(s) for s in sorted(TERMINAL)) + ")"
 _SCHEMA = f"""
@@ -59,6 +66,10 @@ CREATE TABLE IF NOT EXISTS images (
 
 _enc = msgspec.json.Encoder()
 CACHE_SIZE = 50_000  #: sessions kept in memory
+CHECKPOINT_S = 1.0  #: seconds between WAL checkpoints (on a worker thread)
+#: ms the loop's connection waits for another process's write lock (``hub machines
+#: add`` while serving) before the command answers 503
+BUSY_TIMEOUT_MS = 500
 _dec_session = msgspec.json.Decoder(Session)
 
 
@@ -73,24 +84,20 @@ class SqliteStore:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hub-sqlite")
         self._db: sqlite3.Connection | None = None
+        self._checkpointer: asyncio.Task[None] | None = None
         self._leases: set[str] = set()  # one process owns the file: leases are local
         #: session id → state as last committed (LRU). One process owns the file, so
-        #: reads are served from memory; it is only ever changed on the event loop,
-        #: after a commit, and the writer thread always decides on the database's state.
+        #: reads are served from memory; it is only ever changed after a commit.
         self._cache: OrderedDict[str, Session] = OrderedDict()
 
     # -- plumbing -------------------------------------------------------------------
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, fn, *args)
-
     def _connect(self) -> None:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("PRAGMA busy_timeout=5000")
+        db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        db.execute("PRAGMA wal_autocheckpoint=0")  # _checkpoint_forever does it
         db.executescript(_SCHEMA)
         self._db = db
 
@@ -101,27 +108,47 @@ class SqliteStore:
         return self._db
 
     async def open(self) -> None:
-        """Open the file (creating tables); idempotent."""
+        """Open the file (creating tables) and start checkpointing; idempotent."""
         if self._db is None:
-            await self._run(self._connect)
+            self._connect()
+            if self.path != ":memory:":
+                self._checkpointer = asyncio.create_task(self._checkpoint_forever())
 
     async def close(self) -> None:
-        """Close the connection and stop the worker thread; idempotent."""
+        """Stop checkpointing and close the connection (SQLite checkpoints the WAL as
+        the last connection closes); idempotent."""
+        if self._checkpointer is not None:
+            self._checkpointer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checkpointer
+            self._checkpointer = None
         if self._db is not None:
             db, self._db = self._db, None
-            await self._run(db.close)
-        self._pool.shutdown(wait=True)
+            await asyncio.to_thread(db.close)
+
+    async def _checkpoint_forever(self) -> None:
+        """Copy the WAL into the database file every CHECKPOINT_S, on a worker thread
+        with its own connection (``PASSIVE``: it never blocks the loop's writes)."""
+        db = await asyncio.to_thread(sqlite3.connect, self.path, check_same_thread=False)
+        try:
+            while True:
+                await asyncio.sleep(CHECKPOINT_S)
+                try:
+                    await asyncio.to_thread(db.execute, "PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error as exc:
+                    log.warning("WAL checkpoint failed: %r", exc)
+        finally:
+            await asyncio.shield(asyncio.to_thread(db.close))
 
     async def ping(self) -> None:
-        await self._run(lambda: self.db.execute("SELECT 1").fetchone())
+        self.db.execute("SELECT 1").fetchone()
 
     # -- machines -------------------------------------------------------------------
     async def add_machine(self, m: Machine) -> None:
-        await self._run(
-            lambda: self.db.execute(
-                "INSERT OR REPLACE INTO machines VALUES (?,?,?,?,?,?,?)",
-                (m.machine_id, m.name, m.location, m.key_hash, m.created_at,
-                 m.callback_url, m.webhook_secret)))
+        self.db.execute(
+            "INSERT OR REPLACE INTO machines VALUES (?,?,?,?,?,?,?)",
+            (m.machine_id, m.name, m.location, m.key_hash, m.created_at,
+             m.callback_url, m.webhook_secret))
 
     def _machine_where(self, where: str, arg: Any) -> list[Machine]:
         rows = self.db.execute(
@@ -130,25 +157,26 @@ class SqliteStore:
         return [Machine(*r) for r in rows]
 
     async def machine(self, machine_id: str) -> Machine | None:
-        found = await self._run(self._machine_where, "WHERE machine_id = ?", (machine_id,))
+        found = self._machine_where("WHERE machine_id = ?", (machine_id,))
         return found[0] if found else None
 
     async def machine_by_key(self, key_hash: str) -> Machine | None:
-        found = await self._run(self._machine_where, "WHERE key_hash = ?", (key_hash,))
+        found = self._machine_where("WHERE key_hash = ?", (key_hash,))
         return found[0] if found else None
 
     async def machines(self) -> list[Machine]:
-        return await self._run(self._machine_where, "ORDER BY machine_id", ())
+        return self._machine_where("ORDER BY machine_id", ())
 
     # -- sessions -------------------------------------------------------------------
     def _remember(self, s: Session) -> None:
+        """Cache a committed state (called with no await between commit and here)."""
         self._cache[s.session_id] = s
         self._cache.move_to_end(s.session_id)
         if len(self._cache) > CACHE_SIZE:
             self._cache.popitem(last=False)
 
     async def create(self, outcome: Outcome) -> Committed:
-        done = await self._run(self._commit_new, outcome)
+        done = self._commit_new(outcome)
         self._remember(done.outcome.session)
         return done
 
@@ -195,26 +223,27 @@ class SqliteStore:
         found = self._cache.get(session_id)
         if found is not None:
             return found
-        found = await self._run(self._load, session_id)
+        found = self._load(session_id)
         if found is not None and session_id not in self._cache:
             self._remember(found)
         return found
 
     async def session_for_token(self, phone_token: str) -> str | None:
-        row = await self._run(lambda: self.db.execute(
-            "SELECT session_id FROM sessions WHERE phone_token = ?", (phone_token,)).fetchone())
+        row = self.db.execute(
+            "SELECT session_id FROM sessions WHERE phone_token = ?", (phone_token,)).fetchone()
         return None if row is None else row[0]
 
     async def apply(self, session_id: str, decide: Decide,
                     image: tuple[str, bytes] | None = None) -> Committed:
-        done = await self._run(self._apply, session_id, decide, image)
+        done = self._apply(session_id, decide, image)
         self._remember(done.outcome.session)
         return done
 
     def _apply(self, session_id: str, decide: Decide,
                image: tuple[str, bytes] | None) -> Committed:
         with self._transaction() as db:
-            current = self._load(session_id)
+            # the cache holds what was last committed: nothing else writes sessions
+            current = self._cache.get(session_id) or self._load(session_id)
             if current is None:
                 raise HubError(404, "Session not found")
             outcome = decide(current)
@@ -242,7 +271,7 @@ class SqliteStore:
             return Committed(outcome, self._append(outcome))
 
     async def events_after(self, session_id: str, seq: int) -> list[bytes] | None:
-        return await self._run(self._events_after, session_id, seq)
+        return self._events_after(session_id, seq)
 
     def _events_after(self, session_id: str, seq: int) -> list[bytes] | None:
         rows = self.db.execute(
@@ -254,30 +283,30 @@ class SqliteStore:
         return [] if s is None or s.seq <= seq else None
 
     async def due(self, now: int, limit: int) -> list[str]:
-        rows = await self._run(lambda: self.db.execute(
+        rows = self.db.execute(
             "SELECT session_id FROM sessions WHERE expires_at <= ? AND "
-            f"{_NOT_FINISHED} ORDER BY expires_at LIMIT ?", (now, limit)).fetchall())
+            f"{_NOT_FINISHED} ORDER BY expires_at LIMIT ?", (now, limit)).fetchall()
         return [r[0] for r in rows]
 
     async def open_sessions(self, machine_id: str) -> list[Session]:
-        rows = await self._run(lambda: self.db.execute(
+        rows = self.db.execute(
             "SELECT state FROM sessions WHERE machine_id = ? AND "
-            f"{_NOT_FINISHED} ORDER BY created_at", (machine_id,)).fetchall())
+            f"{_NOT_FINISHED} ORDER BY created_at", (machine_id,)).fetchall()
         return [_dec_session.decode(r[0]) for r in rows]
 
     async def design_image(self, session_id: str) -> tuple[str, bytes] | None:
-        row = await self._run(lambda: self.db.execute(
-            "SELECT mime, data FROM images WHERE session_id = ?", (session_id,)).fetchone())
+        row = self.db.execute(
+            "SELECT mime, data FROM images WHERE session_id = ?", (session_id,)).fetchone()
         return None if row is None else (row[0], bytes(row[1]))
 
     # -- webhook outbox ---------------------------------------------------------------
     async def outbox_due(self, now: int, limit: int) -> list[Delivery]:
-        rows = await self._run(lambda: self.db.execute(
+        rows = self.db.execute(
             "SELECT o.machine_id, o.session_id, o.seq, o.url, o.attempts, o.created_at,"
             " o.next_at FROM outbox o JOIN (SELECT machine_id, MIN(created_at * 1000000 + seq)"
             " AS head FROM outbox GROUP BY machine_id) h ON o.machine_id = h.machine_id"
             " AND o.created_at * 1000000 + o.seq = h.head WHERE o.next_at <= ?"
-            " ORDER BY o.next_at LIMIT ?", (now, limit)).fetchall())
+            " ORDER BY o.next_at LIMIT ?", (now, limit)).fetchall()
         return [Delivery(*r[:6]) for r in rows]
 
     async def outbox_claim(self, machine_id: str, lease_ms: int) -> bool:
@@ -296,6 +325,6 @@ class SqliteStore:
                                 " WHERE session_id = ? AND seq = ?",
                                 (d.attempts + 1, retry_at, d.session_id, d.seq))
         try:
-            await self._run(settle)
+            settle()
         finally:
             self._leases.discard(d.machine_id)
