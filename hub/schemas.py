@@ -18,7 +18,7 @@ import msgspec
 from msgspec import Meta, Struct
 
 from .errors import HubError
-from .money import AmountError, to_minor
+from .money import MAX_MINOR, MIN_MINOR, AmountError, to_minor
 
 __all__ = [
     "CreateSession", "RegisterUser", "Progress", "OrderSummary", "ConfirmPayment",
@@ -118,6 +118,8 @@ def decode(raw: bytes | Any, typ: type[T]) -> T:
 
 
 _AMOUNT_STRING = re.compile(r"[0-9]{1,5}(?:\.[0-9]{1,2})?")
+#: a plain amount as written by nearly every client (``19.99``, ``"19.99"``, ``20``)
+_AMOUNT_PLAIN = re.compile(rb'("?)([0-9]{1,5})(?:\.([0-9]{1,2}))?\1')
 _AMOUNT_NUMBER = re.compile(rb"-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
 
 
@@ -137,6 +139,12 @@ def amount(raw: msgspec.Raw | None, field: str = "payment_amount") -> int:
     text = b"null" if raw is None else bytes(raw).strip()
     if text == b"null":
         raise HubError(422, f"Missing required field: {field}")
+    plain = _AMOUNT_PLAIN.fullmatch(text)
+    if plain is not None:  # exact integer arithmetic: the Decimal path gives the same
+        units, cents = plain.group(2), plain.group(3) or b""
+        minor = int(units) * 100 + int(cents.ljust(2, b"0"))
+        if MIN_MINOR <= minor <= MAX_MINOR:
+            return minor
     if text.startswith(b'"'):
         value = msgspec.json.decode(text)
         if not (isinstance(value, str) and _AMOUNT_STRING.fullmatch(value)):
@@ -166,11 +174,25 @@ def currency(value: str | None, default: str = "GBP") -> str:
 
 MAX_DEPTH = 32
 _INT64 = (-(2**63), 2**63 - 1)
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
 
 
-def check_json(value: Any, field: str) -> None:
+def _plain(raw: Any) -> bool:
+    """True when the JSON text ``raw`` cannot hold what :func:`check_json` refuses: at
+    most MAX_DEPTH brackets in all, and no run of 19 digits (every integer of 18 digits
+    or fewer fits in 64 bits). Conservative: brackets and digits in strings count too."""
+    if not isinstance(raw, bytes):
+        return False
+    return raw.count(b"{") + raw.count(b"[") <= MAX_DEPTH and \
+        _LONG_DIGITS.search(raw) is None
+
+
+def check_json(value: Any, field: str, raw: bytes | None = None) -> None:
     """Refuse (422) free-form JSON the hub would store and re-send but could not write
-    back: nesting deeper than :data:`MAX_DEPTH`, integers outside 64 bits."""
+    back: nesting deeper than :data:`MAX_DEPTH`, integers outside 64 bits. ``raw``, the
+    request body ``value`` came from, lets a plain body skip the walk."""
+    if raw is not None and _plain(raw):
+        return
     stack = [(value, 1)]
     while stack:
         v, depth = stack.pop()
@@ -184,12 +206,13 @@ def check_json(value: Any, field: str) -> None:
             raise HubError(422, f"Invalid {field}: integer out of 64-bit range")
 
 
-def check_object_size(value: dict[str, Any] | None, field: str, limit: int = 4096) -> None:
+def check_object_size(value: dict[str, Any] | None, field: str, limit: int = 4096,
+                      raw: bytes | None = None) -> None:
     """Refuse with 422 an object whose JSON form is over ``limit`` bytes (default 4 KiB)
-    or that :func:`check_json` refuses."""
+    or that :func:`check_json` refuses (``raw``: the body it came from)."""
     if value is None:
         return
-    check_json(value, field)
+    check_json(value, field, raw)
     if len(msgspec.json.encode(value)) > limit:
         raise HubError(422, f"Invalid {field}: larger than {limit // 1024} KiB")
 
@@ -198,7 +221,7 @@ _STRING_FIELDS = ("brand", "model", "color", "inputText", "selectedFont", "selec
 _DATA_URL = re.compile(r"data:(image/(?:png|jpeg|jpg|webp|gif));base64,([A-Za-z0-9+/=\s]*)", re.S)
 
 
-def order_data(value: dict[str, Any], field: str = "order_data"
+def order_data(value: dict[str, Any], field: str = "order_data", raw: bytes | None = None
                ) -> tuple[dict[str, Any], tuple[str, bytes] | None]:
     """Check the guide's ``order_data`` and split off its design image.
 
@@ -211,7 +234,7 @@ def order_data(value: dict[str, Any], field: str = "order_data"
     Raises:
         HubError: 422 naming the field.
     """
-    check_json(value, field)
+    check_json(value, field, raw)
     data = dict(value)
     for key in _STRING_FIELDS:
         if data.get(key) is not None and not isinstance(data[key], str):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hmac
 import logging
-import uuid
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +38,13 @@ PAYMENT_METHODS = frozenset({"card", "cash", "contactless", "mobile"})
 #: how long a resolved credential is trusted without asking the store again (a machine
 #: key replaced with ``hub machines add`` stops working within this time)
 CREDENTIAL_TTL_MS = 10_000
+
+
+def _order_id() -> str:
+    """A random (version 4) UUID string, RFC 9562 §5.4; ``str(uuid.uuid4())`` without
+    building a ``UUID`` object (it is on the hot path of every order)."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +183,7 @@ class Hub:
             raise HubError(400, "Invalid machine ID format")
         if caller.role == "machine" and caller.machine_id != body.machine_id:
             raise HubError(403, "Forbidden")
-        S.check_object_size(body.metadata, "metadata")
+        S.check_object_size(body.metadata, "metadata", raw=raw)
         now = self.clock()
         await self.limits.hit("create:" + body.machine_id, self.settings.create_rate, now)
         machine = await self.store.machine(body.machine_id)
@@ -228,7 +235,7 @@ class Hub:
         """``POST /order-summary``: record the order; the session becomes payment_pending."""
         await self.session_for(caller, session_id, ("phone",))
         body = S.decode(raw, S.OrderSummary)
-        data, image = S.order_data(body.order_data)
+        data, image = S.order_data(body.order_data, raw=raw)
         if body.session_id is not None and body.session_id != session_id:
             raise HubError(400, "Session ID mismatch")
         price, price_currency = self.prices.price_for(data)
@@ -240,7 +247,7 @@ class Hub:
             sent_cur = S.currency(body.currency, price_currency)
             if (sent is not None and sent != price) or sent_cur != price_currency:
                 raise HubError(409, "Payment amount does not match price")
-        order = L.Order(str(uuid.uuid4()), data, amount, currency)
+        order = L.Order(_order_id(), data, amount, currency)
         url = f"/api/vending/session/{session_id}/design-image" if image else None
         await self.commit(session_id, lambda cur: L.order_summary(
             cur, order, url, self.clock(), self.policy), image)
@@ -270,7 +277,7 @@ class Hub:
         s = await self.session_for(caller, session_id, ("machine",))
         body = S.decode(raw, S.ConfirmPayment)
         amount = S.amount(body.payment_amount)
-        S.check_object_size(body.payment_data, "payment_data")
+        S.check_object_size(body.payment_data, "payment_data", raw=raw)
         if body.session_id != session_id:
             raise HubError(400, "Session ID mismatch")
         if body.payment_method not in PAYMENT_METHODS:
@@ -285,10 +292,10 @@ class Hub:
         s = await self.session_for(caller, session_id, ("app",))
         body = S.decode(raw, S.AppPayment)
         amount = S.amount(body.payment_amount)
-        data, _ = S.order_data(body.order_data) if body.order_data is not None else (None, None)
+        data, _ = S.order_data(body.order_data, raw=raw) if body.order_data is not None else (None, None)
         price, price_currency = self.prices.price_for(data)
         currency = S.currency(body.currency, s.order.currency if s.order else price_currency)
-        app_order = None if data is None else L.Order(str(uuid.uuid4()), data, price,
+        app_order = None if data is None else L.Order(_order_id(), data, price,
                                                       price_currency)
         payment = L.Payment("app", body.transaction_id, "app", amount, currency,
                             self.clock())
