@@ -24,6 +24,7 @@ from .broker.local import LocalBroker
 from .channels import Channels
 from .config import Settings
 from .http import pages, rest, sockets
+from .http.direct import HubApp
 from .http.errors import exception_handlers
 from .http.middleware import BodyLimit
 from .clock import now_ms
@@ -86,7 +87,7 @@ def make_backends(settings: Settings) -> Backends:
                     redis)
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
+def create_app(settings: Settings | None = None) -> HubApp:
     """The ASGI app. ``settings`` default to :meth:`Settings.from_env`."""
     settings = settings or Settings.from_env()
     logs.install()
@@ -129,8 +130,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
             CORSMiddleware, allow_origins=list(settings.cors_origins),
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type"]))
-    app = Starlette(routes=rest.routes + sockets.routes + pages.routes, middleware=middleware,
-                    exception_handlers=exception_handlers, lifespan=lifespan)
+    # CORS must see every request: then only the sockets skip Starlette's stack
+    app = HubApp(routes=rest.routes + sockets.routes + pages.routes, middleware=middleware,
+                 exception_handlers=exception_handlers, lifespan=lifespan,
+                 direct_http=not settings.cors_origins)
     app.state.hub = hub
     app.state.channels = channels
     app.state.settings = settings

@@ -176,3 +176,34 @@ async def test_client_leaving_mid_body_is_not_an_error(keys_hub: HubServer) -> N
     writer.close()
     await asyncio.sleep(0.3)
     assert "ClientDisconnect" not in (keys_hub.log.read_text() if keys_hub.log else "")
+
+
+async def test_cors_origins_apply_to_every_route(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """With HUB_CORS_ORIGINS the session commands leave the direct dispatch
+    (hub.http.direct) so that CORS sees them: preflights and answers carry the headers,
+    for the allowed origin only; without it, no CORS header at all."""
+    origin = "https://shop.example"
+    cors = HubServer(tmp_path / "cors.db", {"HUB_CORS_ORIGINS": origin}, open_mode=True).start()
+    plain = HubServer(tmp_path / "plain.db", {}, open_mode=True).start()
+    try:
+        for server, allowed in ((cors, True), (plain, False)):
+            async with Api(server) as api:
+                sid = await api.new_session("VM_CORS", None)
+                pre = await api.http.options(api.path(sid, "/progress"), headers={
+                    "Origin": origin, "Access-Control-Request-Method": "POST",
+                    "Access-Control-Request-Headers": "content-type"})
+                got = await api.http.get(api.path(sid, "/status"), headers={"Origin": origin})
+                evil = await api.http.get(api.path(sid, "/status"),
+                                          headers={"Origin": "https://evil.example"})
+                assert got.status_code == 200 and evil.status_code == 200
+                assert "access-control-allow-origin" not in evil.headers
+                if allowed:
+                    assert pre.status_code == 200
+                    assert pre.headers["access-control-allow-origin"] == origin
+                    assert got.headers["access-control-allow-origin"] == origin
+                else:
+                    assert pre.status_code == 405
+                    assert "access-control-allow-origin" not in got.headers
+    finally:
+        cors.stop()
+        plain.stop()

@@ -22,7 +22,7 @@ from ..service import Caller, Hub
 from .auth import bearer, client_address
 from .errors import JSON
 
-__all__ = ["routes"]
+__all__ = ["routes", "ACTIONS"]
 
 API_VERSION = "2.0.0"
 
@@ -121,21 +121,26 @@ async def ready(request: Request) -> Response:
 
 _S = "/api/vending/session/{session_id}"
 
+#: (method, action) → endpoint for ``/api/vending/session/{id}/{action}`` (``""``: the
+#: session itself); the JSON commands, which :mod:`hub.http.direct` also serves
+ACTIONS: dict[tuple[str, str], Callable[[Request], Awaitable[Response]]] = {
+    ("GET", "status"): _session_endpoint("status", False),
+    ("POST", "register-user"): _session_endpoint("register_user", True, True),
+    ("POST", "progress"): _session_endpoint("progress", True),
+    ("POST", "order-summary"): _session_endpoint("order_summary", True),
+    ("GET", "order-info"): _session_endpoint("order_info", False),
+    ("POST", "confirm-payment"): _session_endpoint("confirm_payment", True),
+    ("POST", "app-payment"): _session_endpoint("app_payment", True),
+    ("POST", "validate"): _session_endpoint("validate", False),
+    ("DELETE", ""): _session_endpoint("cancel", False),
+}
+
 routes: list[BaseRoute] = [
     Route("/api/vending/create-session", create_session, methods=["POST"]),
-    Route(_S + "/status", _session_endpoint("status", False), methods=["GET"]),
-    Route(_S + "/register-user", _session_endpoint("register_user", True, True),
-          methods=["POST"]),
-    Route(_S + "/progress", _session_endpoint("progress", True), methods=["POST"]),
-    Route(_S + "/order-summary", _session_endpoint("order_summary", True), methods=["POST"]),
-    Route(_S + "/order-info", _session_endpoint("order_info", False), methods=["GET"]),
+    *(Route(_S + (f"/{action}" if action else ""), endpoint, methods=[method])
+      for (method, action), endpoint in ACTIONS.items()),
     Route(_S + "/design-image", design_image, methods=["GET"]),
-    Route(_S + "/confirm-payment", _session_endpoint("confirm_payment", True),
-          methods=["POST"]),
-    Route(_S + "/app-payment", _session_endpoint("app_payment", True), methods=["POST"]),
-    Route(_S + "/validate", _session_endpoint("validate", False), methods=["POST"]),
     Route(_S + "/qr.{fmt:str}", qr_image, methods=["GET"]),
-    Route(_S, _session_endpoint("cancel", False), methods=["DELETE"]),
     Route("/api/chinese/test-connection", test_connection, methods=["GET"]),
     Route("/health", health, methods=["GET"]),
     Route("/ready", ready, methods=["GET"]),
