@@ -45,6 +45,11 @@ class Broker(Protocol):
     async def publish(self, channel: str, frame: bytes) -> None:
         """Send ``frame`` to every instance subscribed to ``channel``."""
 
+    def deliver_here(self, channel: str, frame: bytes) -> None:
+        """Hand ``frame`` to this instance's handler now, if it listens on ``channel``
+        (a frame this instance published by other means, such as in a store commit;
+        the copy that comes back over the broker is dropped by ``seq``)."""
+
     async def subscribe(self, channel: str) -> None:
         """Start receiving ``channel`` on this instance (called on its first local socket)."""
 

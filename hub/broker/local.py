@@ -28,6 +28,9 @@ class LocalBroker:
         return None
 
     async def publish(self, channel: str, frame: bytes) -> None:
+        self.deliver_here(channel, frame)
+
+    def deliver_here(self, channel: str, frame: bytes) -> None:
         if self._handler is not None and channel in self._channels:
             self._handler(channel, frame)
 

@@ -73,6 +73,10 @@ class RedisBroker:
     async def publish(self, channel: str, frame: bytes) -> None:
         await self.redis.publish(self.prefix + channel, frame)
 
+    def deliver_here(self, channel: str, frame: bytes) -> None:
+        if self._handler is not None and channel in self.channels:
+            self._handler(channel, frame)
+
     async def subscribe(self, channel: str) -> None:
         """Subscribe and wait (up to 2 s) for Redis to confirm, so that a snapshot read
         after this call cannot miss an event published before the subscription began."""

@@ -17,21 +17,24 @@ Keys, all under ``HUB_REDIS_PREFIX`` (default ``hub:``):
                     of machines by next attempt), ``ob:lock:{machine}`` (the lease)
 ==================  ===========================================================
 
-Every transition is one ``WATCH``/``MULTI``/``EXEC``: the state is read under ``WATCH``,
-the pure lifecycle decides, and the new state, its events (``XADD``), the payment key,
-the indexes and the ``PUBLISH`` of each frame commit together or not at all. Two
-instances racing on a session: one ``EXEC`` wins, the other's ``WATCH`` fails and it
-decides again on the winner's state. When a session ends, its keys get a TTL of
-``retention_s`` (default 7 days).
+Every transition is one call of the script ``lua/commit.lua`` (``EVALSHA``): the pure
+lifecycle decides on the state as read, and the script commits the new state, its events
+(``XADD``), the payment key, the indexes and the ``PUBLISH`` of each frame together, only
+if the state is still the one decided on (compare-and-set on its bytes). Two instances
+racing on a session: one commit wins, the other reads again and decides again on the
+winner's state. A command therefore costs two round trips, its read and its commit (the
+read its checks made is reused). When a session ends, its keys get a TTL of
+``retention_s`` (default 7 days). The script names keys it is not given in ``KEYS``:
+one Redis (or a primary with replicas), not Redis Cluster.
 """
 
 from __future__ import annotations
 
+from importlib.resources import files
 from typing import Any
 
 import msgspec
 from redis.asyncio import Redis
-from redis.exceptions import WatchError
 
 from ..broker import machine_channel, session_channel
 from ..codec import event_frame
@@ -45,6 +48,9 @@ __all__ = ["RedisStore", "STREAM_MAXLEN"]
 #: events kept per session at least (CONTRACT §4 asks for 200)
 STREAM_MAXLEN = 1000
 _MAX_TRIES = 1000
+
+_COMMIT = files(__package__).joinpath("lua", "commit.lua").read_text()
+_SEEN_MAX = 4096  #: states kept from reads for the commit that usually follows
 
 _enc = msgspec.json.Encoder()
 _dec_session = msgspec.json.Decoder(Session)
@@ -63,6 +69,10 @@ class RedisStore:
 
     def __init__(self, redis: Redis, prefix: str = "hub:", retention_s: int = 7 * 86400):
         self.redis, self.prefix, self.retention_s = redis, prefix, retention_s
+        self._commit = redis.register_script(_COMMIT)
+        #: session id → state bytes last read here: the commit after a command's checks
+        #: decides on them instead of reading again (a stale one only costs a retry)
+        self._seen: dict[str, bytes] = {}
 
     def k(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -102,66 +112,80 @@ class RedisStore:
         return [m for m in found if m is not None]
 
     # -- sessions -------------------------------------------------------------------
-    def _queue_commit(self, pipe: Any, before: Session | None, outcome: Outcome,
-                      image: tuple[str, bytes] | None) -> tuple[bytes, ...]:
-        """Queue (inside MULTI) everything one outcome writes; return its frames."""
+    def _writes(self, before: Session | None, outcome: Outcome,
+                image: tuple[str, bytes] | None) -> tuple[list[Any], tuple[bytes, ...], bytes]:
+        """Everything one outcome writes, flattened for ``commit.lua`` (``<count>
+        <command> <arguments…>`` each); with its frames and the new state's bytes."""
+        out: list[Any] = []
+
+        def w(*command: Any) -> None:
+            out.append(len(command))
+            out.extend(command)
+
         s = outcome.session
         sid = s.session_id
-        pipe.set(self.k("s", sid), _enc.encode(s))
+        state = _enc.encode(s)
+        w("SET", self.k("s", sid), state)
         frames = tuple(event_frame(ev) for ev in outcome.events)
         for ev, frame in zip(outcome.events, frames):
-            pipe.xadd(self.k("ev", sid), {"f": frame}, id=f"0-{ev.seq}",
-                      maxlen=STREAM_MAXLEN, approximate=True)
+            w("XADD", self.k("ev", sid), "MAXLEN", "~", STREAM_MAXLEN, f"0-{ev.seq}",
+              "f", frame)
         if s.phone_token and (before is None or before.phone_token is None):
-            pipe.set(self.k("tok", s.phone_token), sid)
+            w("SET", self.k("tok", s.phone_token), sid)
         if s.payment is not None and (before is None or before.payment is None):
-            pipe.set(self.k("pay", s.payment.scope, s.payment.transaction_id), sid)
+            w("SET", self.k("pay", s.payment.scope, s.payment.transaction_id), sid)
         if any(ev.event == "order.summary" for ev in outcome.events):
             if image is None:
-                pipe.delete(self.k("img", sid))
+                w("DEL", self.k("img", sid))
             else:
-                pipe.hset(self.k("img", sid), mapping={"mime": image[0], "data": image[1]})
+                w("HSET", self.k("img", sid), "mime", image[0], "data", image[1])
         if s.finished:
-            pipe.zrem(self.k("due"), sid)
-            pipe.zrem(self.k("ms", s.machine_id), sid)
+            w("ZREM", self.k("due"), sid)
+            w("ZREM", self.k("ms", s.machine_id), sid)
             for key in ("s", "ev", "img"):
-                pipe.expire(self.k(key, sid), self.retention_s)
+                w("EXPIRE", self.k(key, sid), self.retention_s)
             for key in (("tok", s.phone_token) if s.phone_token else None,
                         ("pay", s.payment.scope, s.payment.transaction_id)
                         if s.payment else None):
                 if key:
-                    pipe.expire(self.k(*key), self.retention_s)
+                    w("EXPIRE", self.k(*key), self.retention_s)
         else:
-            pipe.zadd(self.k("due"), {sid: s.expires_at})
+            w("ZADD", self.k("due"), s.expires_at, sid)
             if before is None:
-                pipe.zadd(self.k("ms", s.machine_id), {sid: s.created_at})
+                w("ZADD", self.k("ms", s.machine_id), s.created_at, sid)
         if s.callback_url:
             for ev in outcome.events:
                 if ev.event in NOTIFY_EVENTS:
                     member = f"{sid}|{ev.seq}"
-                    pipe.rpush(self.k("ob", "q", s.machine_id), member)
-                    pipe.hset(self.k("ob", "meta"), member, _enc.encode(
+                    w("RPUSH", self.k("ob", "q", s.machine_id), member)
+                    w("HSET", self.k("ob", "meta"), member, _enc.encode(
                         {"url": s.callback_url, "attempts": 0, "created": ev.at}))
-                    pipe.zadd(self.k("ob", "due"), {s.machine_id: ev.at}, nx=True)
+                    w("ZADD", self.k("ob", "due"), "NX", ev.at, s.machine_id)
         for frame in frames:
-            pipe.publish(self.prefix + session_channel(sid), frame)
-            pipe.publish(self.prefix + machine_channel(s.machine_id), frame)
-        return frames
+            w("PUBLISH", self.prefix + session_channel(sid), frame)
+            w("PUBLISH", self.prefix + machine_channel(s.machine_id), frame)
+        return out, frames, state
+
+    def _saw(self, session_id: str, raw: bytes) -> None:
+        if len(self._seen) >= _SEEN_MAX:
+            self._seen.clear()
+        self._seen[session_id] = raw
 
     async def create(self, outcome: Outcome) -> Committed:
-        key = self.k("s", outcome.session.session_id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            await pipe.watch(key)
-            if await pipe.exists(key):
-                raise HubError(409, "Session already exists")
-            pipe.multi()
-            frames = self._queue_commit(pipe, None, outcome, None)
-            await pipe.execute()
+        sid = outcome.session.session_id
+        writes, frames, state = self._writes(None, outcome, None)
+        verdict = await self._commit(keys=[self.k("s", sid)], args=["", "", sid, *writes])
+        if verdict != b"ok":
+            raise HubError(409, "Session already exists")
+        self._saw(sid, state)
         return Committed(outcome, frames, published=True)
 
     async def load(self, session_id: str) -> Session | None:
         raw = await self.redis.get(self.k("s", session_id))
-        return None if raw is None else _dec_session.decode(raw)
+        if raw is None:
+            return None
+        self._saw(session_id, raw)
+        return _dec_session.decode(raw)
 
     async def session_for_token(self, phone_token: str) -> str | None:
         sid = await self.redis.get(self.k("tok", phone_token))
@@ -170,30 +194,27 @@ class RedisStore:
     async def apply(self, session_id: str, decide: Decide,
                     image: tuple[str, bytes] | None = None) -> Committed:
         key = self.k("s", session_id)
+        raw = self._seen.pop(session_id, None)
         for _ in range(_MAX_TRIES):
-            async with self.redis.pipeline(transaction=True) as pipe:
-                try:
-                    await pipe.watch(key)
-                    raw = await pipe.get(key)
-                    if raw is None:
-                        raise HubError(404, "Session not found")
-                    current = _dec_session.decode(raw)
-                    outcome = decide(current)
-                    if not outcome.events:
-                        return Committed(outcome, (), published=True)
-                    p = outcome.session.payment
-                    if p is not None and current.payment is None:
-                        pay_key = self.k("pay", p.scope, p.transaction_id)
-                        await pipe.watch(pay_key)
-                        owner = await pipe.get(pay_key)
-                        if owner is not None and owner.decode() != session_id:
-                            raise HubError(409, "Transaction ID already used")
-                    pipe.multi()
-                    frames = self._queue_commit(pipe, current, outcome, image)
-                    await pipe.execute()
-                    return Committed(outcome, frames, published=True)
-                except WatchError:
-                    continue
+            if raw is None:
+                raw = await self.redis.get(key)
+                if raw is None:
+                    raise HubError(404, "Session not found")
+            current = _dec_session.decode(raw)
+            outcome = decide(current)
+            if not outcome.events:
+                return Committed(outcome, (), published=True)
+            p = outcome.session.payment
+            pay_key = self.k("pay", p.scope, p.transaction_id) \
+                if p is not None and current.payment is None else ""
+            writes, frames, state = self._writes(current, outcome, image)
+            verdict = await self._commit(keys=[key], args=[raw, pay_key, session_id, *writes])
+            if verdict == b"ok":
+                self._saw(session_id, state)
+                return Committed(outcome, frames, published=True)
+            if verdict == b"paid":
+                raise HubError(409, "Transaction ID already used")
+            raw = None  # stale: read the winner's state and decide again
         raise HubError(409, "Session is too busy; try again")
 
     async def events_after(self, session_id: str, seq: int) -> list[bytes] | None:
