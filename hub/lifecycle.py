@@ -11,9 +11,10 @@ Every change appends exactly one :class:`Event` with the next ``seq`` (1, 2, 3 �
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
 from typing import Any
+
+from msgspec import Struct, field
+from msgspec.structs import replace
 
 from .clock import iso
 from .errors import HubError
@@ -44,8 +45,7 @@ NOTIFY_EVENTS = frozenset({"order.summary", "payment.completed", "session.expire
 PHONE_PROGRESS = frozenset(PROGRESS[:5])
 
 
-@dataclass(frozen=True, slots=True)
-class Policy:
+class Policy(Struct, frozen=True):
     """Timing rules: ``minute_ms`` is one ``session_timeout_minutes`` unit (60 000 in
     production, smaller in tests); ``payment_timeout_ms`` the deadline once
     ``payment_pending`` (CONTRACT §2: 5 minutes)."""
@@ -54,8 +54,7 @@ class Policy:
     payment_timeout_ms: int = 300_000
 
 
-@dataclass(frozen=True, slots=True)
-class Order:
+class Order(Struct, frozen=True):
     """An order summary: ``order_data`` without ``designImage``, amount in minor units."""
 
     order_id: str
@@ -64,8 +63,7 @@ class Order:
     currency: str
 
 
-@dataclass(frozen=True, slots=True)
-class Payment:
+class Payment(Struct, frozen=True):
     """A confirmed payment. ``scope`` is the machine id, or ``"app"`` for app payments;
     (``scope``, ``transaction_id``) is the idempotency key."""
 
@@ -78,8 +76,7 @@ class Payment:
     payment_data: dict[str, Any] | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Session:
+class Session(Struct, frozen=True):
     """One session's whole state. Times are epoch milliseconds; ``seq`` is the last event's."""
 
     session_id: str
@@ -105,8 +102,7 @@ class Session:
         return self.status in TERMINAL
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(Struct, frozen=True):
     """One change: CONTRACT §4's event frame without ``type``; ``at`` in epoch ms."""
 
     session_id: str
@@ -118,8 +114,7 @@ class Event:
     data: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(Struct, frozen=True):
     """What a command did: the session after it, the events it appended (zero or one,
     or two when a call met an overdue deadline), and the refusal to answer with, if any.
     ``refusal`` with events means: commit the events, then refuse (a call that found its
@@ -134,15 +129,16 @@ class Outcome:
         return bool(self.events)
 
 
-def _deadline(s: Session, now: int, policy: Policy) -> int:
-    if s.status == PAYMENT_PENDING:
+def _deadline(status: str, s: Session, now: int, policy: Policy) -> int:
+    """The deadline a phone action at ``now`` sets for ``s`` entering ``status``."""
+    if status == PAYMENT_PENDING:
         return now + policy.payment_timeout_ms
     return now + s.timeout_minutes * policy.minute_ms
 
 
 def _step(s: Session, now: int, name: str, data: dict[str, Any], **changes: Any) -> Outcome:
     """Apply ``changes`` and append one event with the next seq."""
-    new = dataclasses.replace(s, seq=s.seq + 1, **changes)
+    new = replace(s, seq=s.seq + 1, **changes)
     ev = Event(new.session_id, new.seq, name, now, new.status, new.user_progress, data)
     return Outcome(new, (ev,))
 
@@ -153,8 +149,7 @@ def _phone_step(s: Session, now: int, policy: Policy, name: str, data: dict[str,
 
     The new deadline is added to ``data`` as ``expires_at``, except for ``order.summary``,
     whose ``data`` is the guide's payload as it is."""
-    moved = dataclasses.replace(s, **changes)
-    expires = _deadline(moved, now, policy)
+    expires = _deadline(changes.get("status", s.status), s, now, policy)
     if name != "order.summary":
         data = {**data, "expires_at": iso(expires)}
     return _step(s, now, name, data, last_activity=now, expires_at=expires, **changes)
@@ -186,7 +181,7 @@ def _writable(s: Session, now: int) -> Outcome | None:
     """Refuse a write to a finished or overdue session (CONTRACT §1), or return None."""
     overdue = check_expiry(s, now)
     if overdue is not None:
-        return dataclasses.replace(overdue, refusal=HubError(410, "Session has expired"))
+        return replace(overdue, refusal=HubError(410, "Session has expired"))
     if s.status == EXPIRED:
         return Outcome(s, refusal=HubError(410, "Session has expired"))
     if s.status == CANCELLED:

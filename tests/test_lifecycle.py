@@ -10,11 +10,11 @@ changes nothing but an overdue expiry) and against an independent model of the c
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from msgspec.structs import replace
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -216,7 +216,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         if out.refusal is not None:
             if out.events:
                 assert [e.event for e in out.events] == ["session.expired"]
-                assert new_s == dataclasses.replace(old, status=EXPIRED, seq=old.seq + 1)
+                assert new_s == replace(old, status=EXPIRED, seq=old.seq + 1)
             else:
                 assert new_s == old
         for ev in out.events:
@@ -570,11 +570,11 @@ def test_app_payment_from_designing_uses_list_price_or_app_order() -> None:
     app = payment("APP1", scope="app", method="app")
     listed = (LIST_PRICE, "GBP")
     ok(L.pay(s, app, T0 + 1, None, listed), "payment.completed")
-    refused(L.pay(s, dataclasses.replace(app, amount_minor=2499), T0 + 1, None, listed),
+    refused(L.pay(s, replace(app, amount_minor=2499), T0 + 1, None, listed),
             *AMOUNT_400)
-    refused(L.pay(s, dataclasses.replace(app, currency="EUR"), T0 + 1, None, listed),
+    refused(L.pay(s, replace(app, currency="EUR"), T0 + 1, None, listed),
             *AMOUNT_400)  # the right number in another currency is not the price
-    done = ok(L.pay(s, dataclasses.replace(app, amount_minor=2499), T0 + 1, order(9, 2499),
+    done = ok(L.pay(s, replace(app, amount_minor=2499), T0 + 1, order(9, 2499),
                     listed), "payment.completed")
     assert done.order is not None and done.order.order_id == "order-9"
     refused(L.pay(new(), app, T0 + 1, None, listed), *NOT_READY_409)
@@ -599,7 +599,7 @@ def test_writes_to_overdue_session_expire_it_then_410(build: str) -> None:
         refused(out, *EXPIRED_410)
         assert [e.event for e in out.events] == ["session.expired"], name
         assert out.events[0].seq == s.seq + 1
-        assert out.session == dataclasses.replace(s, status=EXPIRED, seq=s.seq + 1), name
+        assert out.session == replace(s, status=EXPIRED, seq=s.seq + 1), name
 
 
 def test_writes_to_expired_session_410() -> None:
