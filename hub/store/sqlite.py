@@ -8,8 +8,15 @@ is taken off the loop: automatic checkpoints are off on the loop's connection, a
 second connection checkpoints on a worker thread every :data:`CHECKPOINT_S` seconds.
 Running inline, rather than hopping to a worker thread per command, removes the hop's
 GIL hand-offs, which cost up to ``sys.getswitchinterval()`` (5 ms) each at the tail
-(bench/RESULTS.md). Writes are serialised without locks: nothing awaits inside a
-transaction, so ``apply`` loads, decides and commits in one ``BEGIN IMMEDIATE``.
+(bench/RESULTS.md). Writes are serialised without locks: nothing awaits between a
+command's load, decision and writes.
+
+Group commit: the ``apply`` calls of one event-loop iteration share one ``BEGIN
+IMMEDIATE … COMMIT``, taken at the start of the next iteration; each returns only once
+that commit is done (nothing is published or answered before it is durable). A refusal
+raises before its command writes anything, so it leaves the batch alone; a failed
+statement or ``COMMIT`` rolls the whole batch back and fails every command in it (503).
+Until the ``COMMIT`` (one loop iteration), this process reads the batch's writes.
 The event history is kept whole (nothing is trimmed), which more than meets
 CONTRACT §4's "last 200 events and 10 minutes".
 """
@@ -90,6 +97,9 @@ class SqliteStore:
         #: session id → state as last committed (LRU). One process owns the file, so
         #: reads are served from memory; it is only ever changed after a commit.
         self._cache: OrderedDict[str, Session] = OrderedDict()
+        #: the open group commit: a future per command waiting for it, sessions it wrote
+        self._waiters: list[asyncio.Future[None]] | None = None
+        self._batch_sids: list[str] = []
 
     # -- plumbing -------------------------------------------------------------------
     def _connect(self) -> None:
@@ -117,6 +127,8 @@ class SqliteStore:
     async def close(self) -> None:
         """Stop checkpointing and close the connection (SQLite checkpoints the WAL as
         the last connection closes); idempotent."""
+        if self._db is not None:
+            self._flush()
         if self._checkpointer is not None:
             self._checkpointer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -145,6 +157,7 @@ class SqliteStore:
 
     # -- machines -------------------------------------------------------------------
     async def add_machine(self, m: Machine) -> None:
+        self._flush()
         self.db.execute(
             "INSERT OR REPLACE INTO machines VALUES (?,?,?,?,?,?,?)",
             (m.machine_id, m.name, m.location, m.key_hash, m.created_at,
@@ -182,7 +195,9 @@ class SqliteStore:
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction: COMMIT on success, ROLLBACK on any exception."""
+        """One write transaction of its own (after the open group commit): COMMIT on
+        success, ROLLBACK on any exception."""
+        self._flush()
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -235,40 +250,83 @@ class SqliteStore:
 
     async def apply(self, session_id: str, decide: Decide,
                     image: tuple[str, bytes] | None = None) -> Committed:
-        done = self._apply(session_id, decide, image)
-        self._remember(done.outcome.session)
+        if self._waiters is None:  # open this iteration's group commit
+            self.db.execute("BEGIN IMMEDIATE")
+            self._waiters, self._batch_sids = [], []
+            asyncio.get_running_loop().call_soon(self._flush)
+        try:
+            done = self._apply(session_id, decide, image)
+        except HubError:
+            raise  # refused before writing anything: the batch goes on
+        except BaseException as exc:
+            self._flush(exc)
+            raise
+        if done.outcome.events:
+            self._remember(done.outcome.session)
+            self._batch_sids.append(session_id)
+        elif session_id not in self._batch_sids:
+            return done  # a no-op decided on committed state
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        await waiter  # cancelling it leaves the batch to commit or not, as a whole
         return done
+
+    def _flush(self, failure: BaseException | None = None) -> None:
+        """End the open group commit: COMMIT it (or, after ``failure``, ROLLBACK it) and
+        release its commands; a failed batch's sessions are read again from the file."""
+        waiters, self._waiters = self._waiters, None
+        if waiters is None:
+            return
+        if failure is None:
+            try:
+                self.db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                failure = exc
+        if failure is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self.db.execute("ROLLBACK")
+            for sid in self._batch_sids:
+                self._cache.pop(sid, None)
+            log.error("group commit of %d command(s) failed: %r", len(waiters), failure)
+        for waiter in waiters:
+            if not waiter.done():
+                if failure is None:
+                    waiter.set_result(None)
+                else:
+                    waiter.set_exception(sqlite3.OperationalError(f"commit failed: {failure}"))
 
     def _apply(self, session_id: str, decide: Decide,
                image: tuple[str, bytes] | None) -> Committed:
-        with self._transaction() as db:
-            # the cache holds what was last committed: nothing else writes sessions
-            current = self._cache.get(session_id) or self._load(session_id)
-            if current is None:
-                raise HubError(404, "Session not found")
-            outcome = decide(current)
-            if not outcome.events:
-                return Committed(outcome, ())
-            s = outcome.session
-            if s.payment is not None and current.payment is None:
-                owner = db.execute(
-                    "SELECT session_id FROM payments WHERE scope = ? AND transaction_id = ?",
-                    (s.payment.scope, s.payment.transaction_id)).fetchone()
-                if owner is not None:
-                    raise HubError(409, "Transaction ID already used")
-                db.execute("INSERT INTO payments VALUES (?,?,?)",
-                           (s.payment.scope, s.payment.transaction_id, s.session_id))
-            db.execute(
-                "UPDATE sessions SET status = ?, expires_at = ?, phone_token = ?, seq = ?,"
-                " state = ? WHERE session_id = ?",
-                (s.status, s.expires_at, s.phone_token, s.seq, _enc.encode(s), s.session_id))
-            if any(ev.event == "order.summary" for ev in outcome.events):
-                if image is None:
-                    db.execute("DELETE FROM images WHERE session_id = ?", (session_id,))
-                else:
-                    db.execute("INSERT OR REPLACE INTO images VALUES (?,?,?)",
-                               (session_id, image[0], image[1]))
-            return Committed(outcome, self._append(outcome))
+        """Load, decide and write inside the open transaction; every refusal is raised
+        before the first write."""
+        db = self.db
+        # the cache holds the latest state: nothing else writes sessions
+        current = self._cache.get(session_id) or self._load(session_id)
+        if current is None:
+            raise HubError(404, "Session not found")
+        outcome = decide(current)
+        if not outcome.events:
+            return Committed(outcome, ())
+        s = outcome.session
+        if s.payment is not None and current.payment is None:
+            owner = db.execute(
+                "SELECT session_id FROM payments WHERE scope = ? AND transaction_id = ?",
+                (s.payment.scope, s.payment.transaction_id)).fetchone()
+            if owner is not None:
+                raise HubError(409, "Transaction ID already used")
+            db.execute("INSERT INTO payments VALUES (?,?,?)",
+                       (s.payment.scope, s.payment.transaction_id, s.session_id))
+        db.execute(
+            "UPDATE sessions SET status = ?, expires_at = ?, phone_token = ?, seq = ?,"
+            " state = ? WHERE session_id = ?",
+            (s.status, s.expires_at, s.phone_token, s.seq, _enc.encode(s), s.session_id))
+        if any(ev.event == "order.summary" for ev in outcome.events):
+            if image is None:
+                db.execute("DELETE FROM images WHERE session_id = ?", (session_id,))
+            else:
+                db.execute("INSERT OR REPLACE INTO images VALUES (?,?,?)",
+                           (session_id, image[0], image[1]))
+        return Committed(outcome, self._append(outcome))
 
     async def events_after(self, session_id: str, seq: int) -> list[bytes] | None:
         return self._events_after(session_id, seq)
@@ -316,6 +374,8 @@ class SqliteStore:
         return True
 
     async def outbox_settle(self, d: Delivery, retry_at: int | None) -> None:
+        self._flush()
+
         def settle() -> None:
             if retry_at is None:
                 self.db.execute("DELETE FROM outbox WHERE session_id = ? AND seq = ?",
