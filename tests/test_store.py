@@ -103,3 +103,20 @@ async def test_a_later_writer_commits_the_open_batch_first(tmp_path: Path) -> No
     with pytest.raises(sqlite3.OperationalError):
         store.db.execute("COMMIT")  # no transaction was left open
     await store.close()
+
+
+async def test_wal_is_checkpointed_off_the_loop(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Automatic checkpoints are off on the loop's connection; the worker thread copies
+    the WAL into the database file every CHECKPOINT_S."""
+    monkeypatch.setattr("hub.store.sqlite.CHECKPOINT_S", 0.05)
+    path = tmp_path / "h.db"
+    store, sids = await _store_with(path, 50)
+    assert store.db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    size = path.stat().st_size
+    for value in ("qr_scanned", "brand_selected", "design_complete"):
+        await asyncio.gather(*(store.apply(sid, _progress(value)) for sid in sids))
+    await asyncio.sleep(0.5)
+    assert path.stat().st_size > size  # the WAL's pages reached the file
+    busy, log_frames, done = store.db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    assert busy == 0 and log_frames == done
+    await store.close()
