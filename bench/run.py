@@ -18,7 +18,6 @@ import json
 import os
 import platform
 import resource
-import shutil
 import signal
 import socket
 import subprocess
@@ -28,7 +27,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import psutil
 

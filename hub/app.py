@@ -18,7 +18,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
-from . import logs
+from . import logs, tasks
 from .broker import Broker
 from .broker.local import LocalBroker
 from .channels import Channels
@@ -115,9 +115,7 @@ def create_app(settings: Settings | None = None) -> HubApp:
             yield
         finally:
             for task in (sweeper, delivering):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await tasks.stop(task)
             await sender.aclose()
             await channels.shutdown()
             await broker.close()

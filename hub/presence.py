@@ -14,6 +14,8 @@ import contextlib
 from collections import defaultdict
 from typing import Any, Protocol
 
+from .tasks import stop
+
 __all__ = ["Presence", "LocalPresence", "RedisPresence", "STALE_MS"]
 
 STALE_MS = 30_000  #: a socket not refreshed for this long is counted offline (Redis)
@@ -136,5 +138,4 @@ class RedisPresence:
                     await pipe.execute()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        await stop(self._task)
