@@ -66,8 +66,9 @@ def make_backends(settings: Settings) -> Backends:
     """The backends ``HUB_REDIS_URL`` selects: Redis for state, fan-out, rate limits and
     presence when set; else SQLite (``HUB_DB``) and this process."""
     if not settings.redis_url:
-        return Backends(SqliteStore(settings.db), LocalBroker(), LocalRateLimiter(),
-                        LocalPresence())
+        broker = LocalBroker()
+        return Backends(SqliteStore(settings.db, broker.deliver_here), broker,
+                        LocalRateLimiter(), LocalPresence())
     from redis.asyncio import Redis
     from redis.asyncio.retry import Retry
     from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
@@ -82,7 +83,8 @@ def make_backends(settings: Settings) -> Backends:
     # the listener sees every loss itself (no silent retry) so it can run recovery
     listener = Redis.from_url(settings.redis_url, retry=Retry(NoBackoff(), 0),
                               socket_connect_timeout=2)
-    return Backends(RedisStore(redis, prefix), RedisBroker(listener, prefix),
+    broker = RedisBroker(listener, prefix)
+    return Backends(RedisStore(redis, prefix, publish=broker.deliver_here), broker,
                     RedisRateLimiter(redis, prefix), RedisPresence(redis, prefix, now_ms),
                     redis)
 

@@ -166,15 +166,12 @@ class Hub:
         """Publish committed frames to the session's and the machine's channel.
 
         A broker failure is logged, not raised: the events are committed, and sockets
-        recover them from the store by ``seq``. Frames the store already published (in
-        its commit) go to this instance's sockets at once, not after a trip through the
-        broker: a socket op's own event then comes before its ack."""
-        s = done.outcome.session
+        recover them from the store by ``seq``. A store that published them itself, in
+        its commit (``done.published``), has also handed them to this instance's
+        sockets: a socket op's own event comes before its ack."""
         if done.published:
-            for frame in done.frames:
-                self.broker.deliver_here(session_channel(s.session_id), frame)
-                self.broker.deliver_here(machine_channel(s.machine_id), frame)
             return
+        s = done.outcome.session
         for frame in done.frames:
             try:
                 await self.broker.publish(session_channel(s.session_id), frame)

@@ -120,3 +120,33 @@ async def test_wal_is_checkpointed_off_the_loop(tmp_path: Path, monkeypatch) -> 
     busy, log_frames, done = store.db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
     assert busy == 0 and log_frames == done
     await store.close()
+
+
+async def test_events_are_published_at_commit_before_any_command_resumes(tmp_path: Path
+                                                                          ) -> None:
+    """A command that reads the state after a COMMIT always finds its events already
+    handed out (the helper's case: an op's 409 ack overtook the payment.completed
+    event that caused it)."""
+    order: list[str] = []
+    store = SqliteStore(str(tmp_path / "h.db"),
+                        publish=lambda channel, frame: order.append(channel.split(":")[0]))
+    await store.open()
+    sid = "VM_P_20260101_000000_ABCDEF00"
+    created = await store.create(L.new_session(sid, "VM_P", {}, None, None, 30, NOW, POLICY))
+    assert created.published and order == ["session", "machine"]
+    order.clear()
+    store.db.set_trace_callback(lambda sql: order.append("COMMIT") if sql == "COMMIT" else None)
+
+    async def write() -> None:
+        done = await store.apply(sid, _progress("brand_selected"))
+        assert done.published
+        order.append("writer resumed")
+
+    async def read_after() -> None:  # a no-op on a state written in the same batch
+        done = await store.apply(sid, _progress("qr_scanned"))
+        assert not done.outcome.events
+        order.append("reader resumed")
+
+    await asyncio.gather(write(), read_after())
+    assert order == ["COMMIT", "session", "machine", "writer resumed", "reader resumed"]
+    await store.close()

@@ -30,6 +30,7 @@ one Redis (or a primary with replicas), not Redis Cluster.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib.resources import files
 from typing import Any
 
@@ -63,12 +64,18 @@ class RedisStore:
     Args:
         redis: a ``redis.asyncio.Redis`` client (bytes replies); prefix: key prefix.
         retention_s: how long a finished session's keys are kept, seconds.
+        publish: ``(channel, frame)`` → None: hands every committed event to this
+            instance's own sockets at once, on its session's and machine's channels
+            (:meth:`hub.broker.Broker.deliver_here`); the copy that comes back through
+            Redis is dropped by ``seq``.
     """
 
     name = "redis"
 
-    def __init__(self, redis: Redis, prefix: str = "hub:", retention_s: int = 7 * 86400):
+    def __init__(self, redis: Redis, prefix: str = "hub:", retention_s: int = 7 * 86400,
+                 publish: Callable[[str, bytes], None] | None = None) -> None:
         self.redis, self.prefix, self.retention_s = redis, prefix, retention_s
+        self.publish = publish
         self._commit = redis.register_script(_COMMIT)
         #: session id → state bytes last read here: the commit after a command's checks
         #: decides on them instead of reading again (a stale one only costs a retry)
@@ -166,6 +173,16 @@ class RedisStore:
             w("PUBLISH", self.prefix + machine_channel(s.machine_id), frame)
         return out, frames, state
 
+    def _published(self, outcome: Outcome, frames: tuple[bytes, ...]) -> Committed:
+        """The script published ``frames`` to every instance; hand them to this one's
+        sockets now too (before the command answers)."""
+        if self.publish is not None:
+            s = outcome.session
+            for frame in frames:
+                self.publish(session_channel(s.session_id), frame)
+                self.publish(machine_channel(s.machine_id), frame)
+        return Committed(outcome, frames, published=True)
+
     def _saw(self, session_id: str, raw: bytes) -> None:
         if len(self._seen) >= _SEEN_MAX:
             self._seen.clear()
@@ -178,7 +195,7 @@ class RedisStore:
         if verdict != b"ok":
             raise HubError(409, "Session already exists")
         self._saw(sid, state)
-        return Committed(outcome, frames, published=True)
+        return self._published(outcome, frames)
 
     async def load(self, session_id: str) -> Session | None:
         raw = await self.redis.get(self.k("s", session_id))
@@ -211,7 +228,7 @@ class RedisStore:
             verdict = await self._commit(keys=[key], args=[raw, pay_key, session_id, *writes])
             if verdict == b"ok":
                 self._saw(session_id, state)
-                return Committed(outcome, frames, published=True)
+                return self._published(outcome, frames)
             if verdict == b"paid":
                 raise HubError(409, "Transaction ID already used")
             raw = None  # stale: read the winner's state and decide again

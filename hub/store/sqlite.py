@@ -17,6 +17,10 @@ that commit is done (nothing is published or answered before it is durable). A r
 raises before its command writes anything, so it leaves the batch alone; a failed
 statement or ``COMMIT`` rolls the whole batch back and fails every command in it (503).
 Until the ``COMMIT`` (one loop iteration), this process reads the batch's writes.
+Given a ``publish`` function, the store publishes each event right after its COMMIT,
+before any command of the batch resumes (``Committed.published``), as the Redis store
+publishes inside its commit: no command can read a committed state whose events have
+not been handed to the sockets yet.
 The event history is kept whole (nothing is trimmed), which more than meets
 CONTRACT §4's "last 200 events and 10 minutes".
 """
@@ -28,11 +32,13 @@ import contextlib
 import logging
 import sqlite3
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from importlib.resources import files
 from typing import Any
 
 import msgspec
 
+from ..broker import machine_channel, session_channel
 from ..codec import event_frame
 from ..errors import HubError
 from ..lifecycle import NOTIFY_EVENTS, TERMINAL, Outcome, Session
@@ -44,32 +50,8 @@ __all__ = ["SqliteStore"]
 log = logging.getLogger("hub.store")
 
 _NOT_FINISHED = "status NOT IN (" + ", ".join(repr(s) for s in sorted(TERMINAL)) + ")"
-_SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS machines (
-    machine_id TEXT PRIMARY KEY, name TEXT NOT NULL, location TEXT,
-    key_hash TEXT UNIQUE, created_at INTEGER NOT NULL,
-    callback_url TEXT, webhook_secret TEXT);
-CREATE TABLE IF NOT EXISTS sessions (
-    session_id TEXT PRIMARY KEY, machine_id TEXT NOT NULL, status TEXT NOT NULL,
-    expires_at INTEGER NOT NULL, phone_token TEXT UNIQUE, seq INTEGER NOT NULL,
-    created_at INTEGER NOT NULL, state BLOB NOT NULL);
-CREATE INDEX IF NOT EXISTS sessions_due ON sessions (expires_at)
-    WHERE {_NOT_FINISHED};
-CREATE INDEX IF NOT EXISTS sessions_machine ON sessions (machine_id, created_at);
-CREATE TABLE IF NOT EXISTS events (
-    session_id TEXT NOT NULL, seq INTEGER NOT NULL, frame BLOB NOT NULL,
-    PRIMARY KEY (session_id, seq)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS payments (
-    scope TEXT NOT NULL, transaction_id TEXT NOT NULL, session_id TEXT NOT NULL,
-    PRIMARY KEY (scope, transaction_id)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS outbox (
-    session_id TEXT NOT NULL, seq INTEGER NOT NULL, machine_id TEXT NOT NULL,
-    url TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL,
-    created_at INTEGER NOT NULL, PRIMARY KEY (session_id, seq)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS outbox_machine ON outbox (machine_id, created_at, seq);
-CREATE TABLE IF NOT EXISTS images (
-    session_id TEXT PRIMARY KEY, mime TEXT NOT NULL, data BLOB NOT NULL);
-"""
+_SCHEMA = files(__package__).joinpath("sqlite.sql").read_text().format(
+    not_finished=_NOT_FINISHED)
 
 _enc = msgspec.json.Encoder()
 CACHE_SIZE = 50_000  #: sessions kept in memory
@@ -85,21 +67,26 @@ class SqliteStore:
 
     Args:
         path: the database file; created with its tables when missing.
+        publish: ``(channel, frame)`` → None, called synchronously for every committed
+            event on its session's and machine's channels
+            (:meth:`hub.broker.Broker.deliver_here`); None: the caller publishes.
     """
 
     name = "sqlite"
 
-    def __init__(self, path: str) -> None:
-        self.path = path
+    def __init__(self, path: str,
+                 publish: Callable[[str, bytes], None] | None = None) -> None:
+        self.path, self.publish = path, publish
         self._db: sqlite3.Connection | None = None
         self._checkpointer: asyncio.Task[None] | None = None
         self._leases: set[str] = set()  # one process owns the file: leases are local
         #: session id → state as last committed (LRU). One process owns the file, so
         #: reads are served from memory; it is only ever changed after a commit.
         self._cache: OrderedDict[str, Session] = OrderedDict()
-        #: the open group commit: a future per command waiting for it, sessions it wrote
+        #: the open group commit: a future per command waiting for it, what it wrote
         self._waiters: list[asyncio.Future[None]] | None = None
         self._batch_sids: list[str] = []
+        self._batch: list[Committed] = []
 
     # -- plumbing -------------------------------------------------------------------
     def _connect(self) -> None:
@@ -191,7 +178,17 @@ class SqliteStore:
     async def create(self, outcome: Outcome) -> Committed:
         done = self._commit_new(outcome)
         self._remember(done.outcome.session)
-        return done
+        return self._published(done)
+
+    def _published(self, done: Committed) -> Committed:
+        """Publish a committed outcome's frames (when a ``publish`` was given)."""
+        if self.publish is None or not done.frames:
+            return done
+        s = done.outcome.session
+        for frame in done.frames:
+            self.publish(session_channel(s.session_id), frame)
+            self.publish(machine_channel(s.machine_id), frame)
+        return Committed(done.outcome, done.frames, published=True)
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -252,7 +249,7 @@ class SqliteStore:
                     image: tuple[str, bytes] | None = None) -> Committed:
         if self._waiters is None:  # open this iteration's group commit
             self.db.execute("BEGIN IMMEDIATE")
-            self._waiters, self._batch_sids = [], []
+            self._waiters, self._batch_sids, self._batch = [], [], []
             asyncio.get_running_loop().call_soon(self._flush)
         try:
             done = self._apply(session_id, decide, image)
@@ -264,11 +261,14 @@ class SqliteStore:
         if done.outcome.events:
             self._remember(done.outcome.session)
             self._batch_sids.append(session_id)
+            self._batch.append(done)
         elif session_id not in self._batch_sids:
             return done  # a no-op decided on committed state
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         await waiter  # cancelling it leaves the batch to commit or not, as a whole
+        if done.frames and self.publish is not None:
+            return Committed(done.outcome, done.frames, published=True)
         return done
 
     def _flush(self, failure: BaseException | None = None) -> None:
@@ -288,6 +288,10 @@ class SqliteStore:
             for sid in self._batch_sids:
                 self._cache.pop(sid, None)
             log.error("group commit of %d command(s) failed: %r", len(waiters), failure)
+        else:
+            for done in self._batch:  # in commit order, before any command resumes
+                self._published(done)
+        self._batch = []
         for waiter in waiters:
             if not waiter.done():
                 if failure is None:
