@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 
 from . import logs, tasks
 from .broker import Broker
@@ -26,7 +25,7 @@ from .config import Settings
 from .http import pages, rest, sockets
 from .http.direct import HubApp
 from .http.errors import exception_handlers
-from .http.middleware import BodyLimit
+from .http.middleware import BodyLimit, JsonCORS
 from .clock import now_ms
 from .presence import LocalPresence, Presence, RedisPresence
 from .qr import QrRenderer
@@ -127,7 +126,7 @@ def create_app(settings: Settings | None = None) -> HubApp:
     middleware = [Middleware(BodyLimit)]
     if settings.cors_origins:
         middleware.insert(0, Middleware(
-            CORSMiddleware, allow_origins=list(settings.cors_origins),
+            JsonCORS, allow_origins=list(settings.cors_origins),
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type"]))
     # CORS must see every request: then only the sockets skip Starlette's stack

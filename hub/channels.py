@@ -26,6 +26,7 @@ from .codec import dumps
 from .broker import Broker, machine_channel, session_channel
 from .errors import CloseCode
 from .lifecycle import TERMINAL
+from .metrics import SOCKET_CLOSES, SOCKETS
 from .presence import LocalPresence, Presence
 from .store import UNAVAILABLE, Store
 
@@ -140,6 +141,7 @@ class Conn:
             return
         self._close_sent = True
         code, reason = self.closing or (CloseCode.NORMAL, "")
+        SOCKET_CLOSES.labels(str(int(code))).inc()
         try:
             await self._close(code, reason)
         except Exception as exc:  # the peer left first
@@ -205,7 +207,9 @@ class Channels:
     # -- registry -------------------------------------------------------------------
     async def attach(self, conn: Conn, channel: str) -> None:
         """Add ``conn`` to ``channel``; subscribes the broker on the first local socket."""
-        self.conns.add(conn)
+        if conn not in self.conns:
+            self.conns.add(conn)
+            SOCKETS.labels(conn.role).inc()
         members = self.subs.get(channel)
         if members is None:
             members = self.subs[channel] = set()
@@ -216,7 +220,9 @@ class Channels:
 
     async def detach(self, conn: Conn) -> None:
         """Remove ``conn`` from every channel; unsubscribes channels left empty."""
-        self.conns.discard(conn)
+        if conn in self.conns:
+            self.conns.discard(conn)
+            SOCKETS.labels(conn.role).dec()
         for channel in [c for c, m in self.subs.items() if conn in m]:
             members = self.subs[channel]
             members.discard(conn)

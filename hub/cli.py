@@ -7,6 +7,7 @@ import asyncio
 import os
 import secrets
 import sys
+from urllib.parse import urlsplit
 
 from .clock import iso, now_ms
 from .config import Settings
@@ -56,6 +57,12 @@ async def _machines(args: argparse.Namespace) -> int:
             print("error: Invalid machine ID format (1..50 of A-Z a-z 0-9 _ -)",
                   file=sys.stderr)
             return 2
+        if args.callback_url is not None:
+            url = urlsplit(args.callback_url)
+            if url.scheme not in ("http", "https") or not url.hostname:
+                print("error: --callback-url must be an http:// or https:// URL with a host",
+                      file=sys.stderr)
+                return 2
         old = await store.machine(args.id)
         if old is not None and not args.rotate_key:
             print(f"error: machine {args.id} is already registered; add --rotate-key to "

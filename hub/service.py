@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import time
 import os
 import random
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from .config import Settings
 from .errors import HubError
 from .ids import is_machine_id, new_session_id, parse_session_id
 from .machines import MACHINE_KEY_PREFIX, PHONE_TOKEN_PREFIX, Machine, key_hash, new_phone_token
+from .metrics import COMMIT_SECONDS, EVENTS
 from .money import from_minor
 from .prices import PriceList
 from .qr import qr_url
@@ -156,8 +158,12 @@ class Hub:
     async def commit(self, session_id: str, decide: Callable[[L.Session], L.Outcome],
                      image: tuple[str, bytes] | None = None) -> Committed:
         """Apply ``decide`` atomically, publish what it committed, then raise its refusal."""
+        started = time.perf_counter()
         done = await self.store.apply(session_id, decide, image)
         await self.publish(done)
+        COMMIT_SECONDS.observe(time.perf_counter() - started)
+        for ev in done.outcome.events:
+            EVENTS.labels(ev.event).inc()
         if done.outcome.refusal is not None:
             raise done.outcome.refusal
         return done
@@ -201,6 +207,7 @@ class Hub:
                                 body.metadata, body.session_timeout_minutes, now, self.policy,
                                 machine.callback_url)
         await self.publish(await self.store.create(outcome))
+        EVENTS.labels("session.created").inc()
         s = outcome.session
         return {"success": True, "session_id": sid,
                 "qr_url": qr_url(self.settings.qr_base, s.machine_id, sid, s.location),

@@ -29,6 +29,7 @@ import httpx
 import msgspec
 
 from .codec import dumps
+from .metrics import WEBHOOK_ATTEMPTS
 from .store import Delivery, Store
 
 __all__ = ["WebhookSender", "sign", "order_summary_body"]
@@ -101,6 +102,7 @@ class WebhookSender:
             if body is None or machine is None or not machine.webhook_secret:
                 log.warning("dropping webhook %s:%s (no event or no secret)",
                             d.session_id, d.seq)
+                WEBHOOK_ATTEMPTS.labels("dropped").inc()
                 await self.store.outbox_settle(d, None)
                 return
             r = await self.http.post(d.url, content=body, headers={
@@ -109,13 +111,16 @@ class WebhookSender:
                 "X-Hub-Event-Id": f"{d.session_id}:{d.seq}"})
             ok = 200 <= r.status_code < 300
             if not ok:
-                log.info("webhook %s:%s got %s", d.session_id, d.seq, r.status_code)
+                log.warning("webhook %s:%s to %s got %s", d.session_id, d.seq,
+                            d.url, r.status_code)
         except (httpx.HTTPError, OSError) as exc:
-            log.info("webhook %s:%s failed: %r", d.session_id, d.seq, exc)
+            log.warning("webhook %s:%s to %s failed: %r", d.session_id, d.seq,
+                        d.url, exc)
         except Exception:
             log.exception("webhook %s:%s failed", d.session_id, d.seq)
         now = self.clock()
         if ok:
+            WEBHOOK_ATTEMPTS.labels("delivered").inc()
             await self.store.outbox_settle(d, None)
             return
         delay_ms = int(min(60.0, self.base_s * 2 ** d.attempts) * random.uniform(0.5, 1.0)
@@ -123,8 +128,10 @@ class WebhookSender:
         if now + delay_ms - d.created_at > GIVE_UP_MS:
             log.error("giving up webhook %s:%s after %d attempts", d.session_id, d.seq,
                       d.attempts + 1)
+            WEBHOOK_ATTEMPTS.labels("given_up").inc()
             await self.store.outbox_settle(d, None)
         else:
+            WEBHOOK_ATTEMPTS.labels("failed").inc()
             await self.store.outbox_settle(d, now + delay_ms)
 
     async def _body(self, d: Delivery) -> bytes | None:

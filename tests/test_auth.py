@@ -197,7 +197,11 @@ async def test_cors_origins_apply_to_every_route(tmp_path) -> None:  # type: ign
                                           headers={"Origin": "https://evil.example"})
                 assert got.status_code == 200 and evil.status_code == 200
                 assert "access-control-allow-origin" not in evil.headers
+                refused = await api.http.options(api.path(sid, "/progress"), headers={
+                    "Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
                 if allowed:
+                    assert refused.status_code == 400  # CONTRACT §1's body, not plain text
+                    assert refused.json() == {"detail": "Disallowed CORS origin"}
                     assert pre.status_code == 200
                     assert pre.headers["access-control-allow-origin"] == origin
                     assert got.headers["access-control-allow-origin"] == origin
@@ -207,3 +211,4 @@ async def test_cors_origins_apply_to_every_route(tmp_path) -> None:  # type: ign
     finally:
         cors.stop()
         plain.stop()
+

@@ -35,6 +35,15 @@ def test_machines_add_refuses_to_rekey_by_accident(keys_hub: HubServer) -> None:
     assert "VM_CLI_1\tKiosk One\tHall" in listing
 
 
+def test_machines_add_refuses_a_callback_url_that_is_not_http(keys_hub: HubServer) -> None:
+    for bad in ("notaurl", "ftp://x.example/hook", "http://", "file:///etc/passwd"):
+        r = run_hub("machines", "add", "VM_CLI_URL", "--callback-url", bad, env=keys_hub.env)
+        assert r.returncode == 2 and "--callback-url must be" in r.stderr, (bad, r.stderr)
+    ok = run_hub("machines", "add", "VM_CLI_URL", "--callback-url",
+                 "https://machines.example/hook", env=keys_hub.env)
+    assert ok.returncode == 0 and "webhook_secret" in ok.stdout
+
+
 def test_bad_settings_fail_in_one_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
     env = HubServer(tmp_path / "x.db").env
     for extra in ({"HUB_PRICES": str(tmp_path / "missing.json")},

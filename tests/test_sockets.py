@@ -221,3 +221,20 @@ async def test_permessage_deflate_only_when_configured(tmp_path, setting, offere
             await ws.close()
     finally:
         server.stop()
+
+
+async def test_invalid_utf8_text_frame_closes_1007_without_a_traceback(keys_hub: HubServer,
+                                                                      machine) -> None:  # type: ignore[no-untyped-def]
+    """Invalid UTF-8 in a text frame is refused by the WebSocket layer with 1007
+    (RFC 6455 §8.1), logged as one warning line; binary frames that are not UTF-8 JSON
+    close 4400 (CONTRACT §4)."""
+    mid, key = machine
+    async with Api(keys_hub) as api:
+        sid = await api.new_session(mid, key)
+        for send, code in (({"text": True}, 1007), ({}, 4400)):
+            ws = await connect(keys_hub, f"/api/vending/session/{sid}/ws", key)
+            await recv_json(ws)
+            await ws.send(b'{"op":"\xff"}', **send)
+            assert await close_code(ws) == code
+    log = keys_hub.log.read_text()  # type: ignore[union-attr]
+    assert "Invalid UTF-8 in a text frame" in log and "Traceback" not in log

@@ -150,3 +150,24 @@ async def test_events_are_published_at_commit_before_any_command_resumes(tmp_pat
     await asyncio.gather(write(), read_after())
     assert order == ["COMMIT", "session", "machine", "writer resumed", "reader resumed"]
     await store.close()
+
+
+async def test_an_older_file_gets_the_outbox_commit_order(tmp_path: Path) -> None:
+    """A file from before outbox.n keeps its pending webhooks, in their old order."""
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE outbox (session_id TEXT NOT NULL, seq INTEGER NOT NULL,"
+               " machine_id TEXT NOT NULL, url TEXT NOT NULL, attempts INTEGER NOT NULL"
+               " DEFAULT 0, next_at INTEGER NOT NULL, created_at INTEGER NOT NULL,"
+               " PRIMARY KEY (session_id, seq)) WITHOUT ROWID")
+    db.executemany("INSERT INTO outbox VALUES (?,?,?,?,0,?,?)", [
+        ("S2", 2, "VM_O", "http://h/", 5, 200), ("S1", 7, "VM_O", "http://h/", 5, 100)])
+    db.commit()
+    db.close()
+    store = SqliteStore(str(path))
+    await store.open()
+    due = await store.outbox_due(NOW, 10)
+    assert [(d.session_id, d.seq) for d in due] == [("S1", 7)]  # the older one first
+    await store.outbox_settle(due[0], None)
+    assert [(d.session_id, d.seq) for d in await store.outbox_due(NOW, 10)] == [("S2", 2)]
+    await store.close()

@@ -110,6 +110,8 @@ async def test_signed_retried_exactly_once_acknowledged(fresh_hub, receiver: Rec
         [(f"{sid}:7", 500)] * 2 + [(f"{sid}:7", 200)]
     await asyncio.sleep(0.5)
     assert len(receiver.requests) == 6
+    log = server.log.read_text()  # type: ignore[union-attr]
+    assert f"webhook {sid}:6 to {receiver.url} got 500" in log  # an operator can see it
 
 
 async def test_retries_survive_a_restart(fresh_hub) -> None:  # type: ignore[no-untyped-def]

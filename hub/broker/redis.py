@@ -22,6 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ..metrics import BROKER_RECONNECTS
 from ..tasks import stop
 from . import Handler
 
@@ -107,6 +108,8 @@ class RedisBroker:
                     self.prefix + c for c in self.channels))
                 self.connected.set()
                 delay = 0.1
+                if not first:
+                    BROKER_RECONNECTS.inc()
                 if not first and self._on_reconnect is not None:
                     log.warning("Redis pub/sub is back: recovering every local socket")
                     self._on_reconnect()

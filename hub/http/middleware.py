@@ -1,4 +1,5 @@
-"""Pure ASGI middleware (Starlette's ``trustedhost.py`` shape: other scope types pass).
+"""Pure ASGI middleware (Starlette's ``trustedhost.py`` shape: other scope types pass),
+and CORS with the contract's error bodies.
 
 :class:`BodyLimit` enforces CONTRACT §1's body sizes: 16 KiB, or 1 MiB for
 ``order-summary``; larger is ``413 {"detail": "Request body too large"}`` and nothing more
@@ -7,12 +8,15 @@ is read.
 
 from __future__ import annotations
 
+from starlette.datastructures import Headers
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..codec import dumps
 from ..errors import HubError
 
-__all__ = ["BodyLimit", "DEFAULT_LIMIT", "ORDER_LIMIT"]
+__all__ = ["BodyLimit", "JsonCORS", "DEFAULT_LIMIT", "ORDER_LIMIT"]
 
 DEFAULT_LIMIT = 16 * 1024
 ORDER_LIMIT = 1024 * 1024
@@ -55,3 +59,18 @@ class BodyLimit:
             return message
 
         await self.app(scope, limited, send)
+
+
+class JsonCORS(CORSMiddleware):
+    """Starlette's :class:`~starlette.middleware.cors.CORSMiddleware`, with its preflight
+    refusals (origin, method or headers not allowed) as ``400 {"detail": ...}``
+    (CONTRACT §1) instead of plain text."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code != 400:
+            return response
+        headers = {k: v for k, v in response.headers.items()
+                   if k not in ("content-type", "content-length")}
+        return Response(dumps({"detail": bytes(response.body).decode()}), 400,
+                        headers=headers, media_type="application/json")

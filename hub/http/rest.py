@@ -17,6 +17,7 @@ from starlette.routing import BaseRoute, Route
 from .. import __version__
 from ..clock import iso
 from ..errors import HubError
+from ..metrics import CONTENT_TYPE, render
 from ..qr import MIME, qr_url
 from ..service import Caller, Hub
 from .auth import bearer, client_address
@@ -103,6 +104,11 @@ async def test_connection(request: Request) -> Response:
                  "auth_mode": mode, "store": hub.store.name, "broker": hub.broker.name})
 
 
+async def metrics(request: Request) -> Response:
+    """Prometheus text format (:mod:`hub.metrics`), for operators, like the health routes."""
+    return Response(render(), media_type=CONTENT_TYPE)
+
+
 async def health(request: Request) -> Response:
     """Liveness: the process answers."""
     return JSON({"status": "ok"})
@@ -143,5 +149,6 @@ routes: list[BaseRoute] = [
     Route(_S + "/qr.{fmt:str}", qr_image, methods=["GET"]),
     Route("/api/chinese/test-connection", test_connection, methods=["GET"]),
     Route("/health", health, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
     Route("/ready", ready, methods=["GET"]),
 ]

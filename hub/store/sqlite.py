@@ -87,6 +87,7 @@ class SqliteStore:
         self._waiters: list[asyncio.Future[None]] | None = None
         self._batch_sids: list[str] = []
         self._batch: list[Committed] = []
+        self._outbox_n = 0  #: the last webhook's place in commit order (outbox.n)
 
     # -- plumbing -------------------------------------------------------------------
     def _connect(self) -> None:
@@ -96,6 +97,12 @@ class SqliteStore:
         db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         db.execute("PRAGMA wal_autocheckpoint=0")  # _checkpoint_forever does it
         db.executescript(_SCHEMA)
+        columns = {row[1] for row in db.execute("PRAGMA table_info(outbox)")}
+        if "n" not in columns:  # a file from before: order its rows as they were ordered
+            db.execute("ALTER TABLE outbox ADD COLUMN n INTEGER NOT NULL DEFAULT 0")
+            db.execute("UPDATE outbox SET n = created_at * 1000000 + seq")
+        db.execute("CREATE INDEX IF NOT EXISTS outbox_order ON outbox (machine_id, n)")
+        self._outbox_n = db.execute("SELECT COALESCE(MAX(n), 0) FROM outbox").fetchone()[0]
         self._db = db
 
     @property
@@ -220,10 +227,14 @@ class SqliteStore:
             [(ev.session_id, ev.seq, f) for ev, f in zip(outcome.events, frames)])
         s = outcome.session
         if s.callback_url:
-            self.db.executemany(
-                "INSERT INTO outbox VALUES (?,?,?,?,0,?,?)",
-                [(ev.session_id, ev.seq, s.machine_id, s.callback_url, ev.at, ev.at)
-                 for ev in outcome.events if ev.event in NOTIFY_EVENTS])
+            for ev in outcome.events:
+                if ev.event in NOTIFY_EVENTS:
+                    self._outbox_n += 1
+                    self.db.execute(
+                        "INSERT INTO outbox (session_id, seq, machine_id, url, attempts,"
+                        " next_at, created_at, n) VALUES (?,?,?,?,0,?,?,?)",
+                        (ev.session_id, ev.seq, s.machine_id, s.callback_url, ev.at, ev.at,
+                         self._outbox_n))
         return frames
 
     def _load(self, session_id: str) -> Session | None:
@@ -365,9 +376,9 @@ class SqliteStore:
     async def outbox_due(self, now: int, limit: int) -> list[Delivery]:
         rows = self.db.execute(
             "SELECT o.machine_id, o.session_id, o.seq, o.url, o.attempts, o.created_at,"
-            " o.next_at FROM outbox o JOIN (SELECT machine_id, MIN(created_at * 1000000 + seq)"
+            " o.next_at FROM outbox o JOIN (SELECT machine_id, MIN(n)"
             " AS head FROM outbox GROUP BY machine_id) h ON o.machine_id = h.machine_id"
-            " AND o.created_at * 1000000 + o.seq = h.head WHERE o.next_at <= ?"
+            " AND o.n = h.head WHERE o.next_at <= ?"
             " ORDER BY o.next_at LIMIT ?", (now, limit)).fetchall()
         return [Delivery(*r[:6]) for r in rows]
 

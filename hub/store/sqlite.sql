@@ -22,6 +22,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     session_id TEXT NOT NULL, seq INTEGER NOT NULL, machine_id TEXT NOT NULL,
     url TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL,
     created_at INTEGER NOT NULL, PRIMARY KEY (session_id, seq)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS outbox_machine ON outbox (machine_id, created_at, seq);
+-- outbox.n (added by hub/store/sqlite.py when missing): commit order, so a machine's
+-- webhooks go out in the order their events were committed, even within one ms
 CREATE TABLE IF NOT EXISTS images (
     session_id TEXT PRIMARY KEY, mime TEXT NOT NULL, data BLOB NOT NULL);
