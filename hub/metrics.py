@@ -20,9 +20,11 @@ GC). The collectors are process-wide, as ``prometheus_client`` intends.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
-__all__ = ["EVENTS", "COMMIT_SECONDS", "REFUSALS", "SOCKETS", "SOCKET_CLOSES",
+__all__ = ["EVENTS", "count_event", "COMMIT_SECONDS", "REFUSALS", "SOCKETS", "SOCKET_CLOSES",
            "WEBHOOK_ATTEMPTS", "BROKER_RECONNECTS", "CONTENT_TYPE", "render"]
 
 EVENTS = Counter("hub_events", "Events committed by this instance", ["event"])
@@ -39,6 +41,16 @@ BROKER_RECONNECTS = Counter("hub_broker_reconnects",
                             "Times the Redis pub/sub connection came back after a loss")
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+_event_counters: dict[str, Any] = {}
+
+
+def count_event(event: str) -> None:
+    """Count one committed event (its labelled counter looked up once, not per event)."""
+    counter = _event_counters.get(event)
+    if counter is None:
+        counter = _event_counters[event] = EVENTS.labels(event)
+    counter.inc()
 
 
 def render() -> bytes:

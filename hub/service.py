@@ -25,7 +25,7 @@ from .config import Settings
 from .errors import HubError
 from .ids import is_machine_id, new_session_id, parse_session_id
 from .machines import MACHINE_KEY_PREFIX, PHONE_TOKEN_PREFIX, Machine, key_hash, new_phone_token
-from .metrics import COMMIT_SECONDS, EVENTS
+from .metrics import COMMIT_SECONDS, count_event
 from .money import from_minor
 from .prices import PriceList
 from .qr import qr_url
@@ -163,7 +163,7 @@ class Hub:
         await self.publish(done)
         COMMIT_SECONDS.observe(time.perf_counter() - started)
         for ev in done.outcome.events:
-            EVENTS.labels(ev.event).inc()
+            count_event(ev.event)
         if done.outcome.refusal is not None:
             raise done.outcome.refusal
         return done
@@ -207,7 +207,7 @@ class Hub:
                                 body.metadata, body.session_timeout_minutes, now, self.policy,
                                 machine.callback_url)
         await self.publish(await self.store.create(outcome))
-        EVENTS.labels("session.created").inc()
+        count_event("session.created")
         s = outcome.session
         return {"success": True, "session_id": sid,
                 "qr_url": qr_url(self.settings.qr_base, s.machine_id, sid, s.location),
