@@ -26,7 +26,7 @@ from .codec import dumps
 from .broker import Broker, machine_channel, session_channel
 from .errors import CloseCode
 from .lifecycle import TERMINAL
-from .metrics import SOCKET_CLOSES, SOCKETS
+from .metrics import closed_with, socket_closed, socket_opened
 from .presence import LocalPresence, Presence
 from .store import UNAVAILABLE, Store
 
@@ -141,7 +141,7 @@ class Conn:
             return
         self._close_sent = True
         code, reason = self.closing or (CloseCode.NORMAL, "")
-        SOCKET_CLOSES.labels(str(int(code))).inc()
+        closed_with(code)
         try:
             await self._close(code, reason)
         except Exception as exc:  # the peer left first
@@ -209,7 +209,7 @@ class Channels:
         """Add ``conn`` to ``channel``; subscribes the broker on the first local socket."""
         if conn not in self.conns:
             self.conns.add(conn)
-            SOCKETS.labels(conn.role).inc()
+            socket_opened(conn.role)
         members = self.subs.get(channel)
         if members is None:
             members = self.subs[channel] = set()
@@ -222,7 +222,7 @@ class Channels:
         """Remove ``conn`` from every channel; unsubscribes channels left empty."""
         if conn in self.conns:
             self.conns.discard(conn)
-            SOCKETS.labels(conn.role).dec()
+            socket_closed(conn.role)
         for channel in [c for c, m in self.subs.items() if conn in m]:
             members = self.subs[channel]
             members.discard(conn)

@@ -15,42 +15,114 @@ Each instance reports its own; sum them across instances. Names and labels:
 ==============================  ================================================================
 
 plus ``prometheus_client``'s own process and Python collectors (CPU, memory, open files,
-GC). The collectors are process-wide, as ``prometheus_client`` intends.
+GC). The hub's figures are plain numbers bumped on the event loop (one thread, so no
+locks: a ``prometheus_client`` metric takes a lock per update, which cost 4% of a socket
+op's CPU) and turned into metric families by a collector when scraped.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import bisect
+from collections import Counter
+from collections.abc import Iterator
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 
-__all__ = ["EVENTS", "count_event", "COMMIT_SECONDS", "REFUSALS", "SOCKETS", "SOCKET_CLOSES",
-           "WEBHOOK_ATTEMPTS", "BROKER_RECONNECTS", "CONTENT_TYPE", "render"]
+__all__ = ["count_event", "observe_commit", "refused", "socket_opened", "socket_closed",
+           "closed_with", "webhook_attempt", "broker_reconnected", "CONTENT_TYPE", "render"]
 
-EVENTS = Counter("hub_events", "Events committed by this instance", ["event"])
-COMMIT_SECONDS = Histogram(
-    "hub_commit_seconds", "One command's commit and publish, seconds",
-    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-             0.5, 1.0))
-REFUSALS = Counter("hub_refusals", "Commands refused, by HTTP status", ["status"])
-SOCKETS = Gauge("hub_sockets", "Open sockets", ["role"])
-SOCKET_CLOSES = Counter("hub_socket_closes", "Sockets closed by the hub, by close code",
-                        ["code"])
-WEBHOOK_ATTEMPTS = Counter("hub_webhook_attempts", "Webhook attempts, by result", ["result"])
-BROKER_RECONNECTS = Counter("hub_broker_reconnects",
-                            "Times the Redis pub/sub connection came back after a loss")
+#: upper bounds of the commit-time buckets, seconds
+COMMIT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                  0.25, 0.5, 1.0)
 
-CONTENT_TYPE = CONTENT_TYPE_LATEST
-
-_event_counters: dict[str, Any] = {}
+_events: Counter[str] = Counter()
+_refusals: Counter[int] = Counter()
+_sockets: Counter[str] = Counter()
+_closes: Counter[int] = Counter()
+_webhooks: Counter[str] = Counter()
+_reconnects = [0]
+_commit_counts = [0] * (len(COMMIT_BUCKETS) + 1)  # the last one: above every bound
+_commit_sum = [0.0]
 
 
 def count_event(event: str) -> None:
-    """Count one committed event (its labelled counter looked up once, not per event)."""
-    counter = _event_counters.get(event)
-    if counter is None:
-        counter = _event_counters[event] = EVENTS.labels(event)
-    counter.inc()
+    """One event committed by this instance."""
+    _events[event] += 1
+
+
+def observe_commit(seconds: float) -> None:
+    """One command's commit and publish took ``seconds``."""
+    _commit_counts[bisect.bisect_left(COMMIT_BUCKETS, seconds)] += 1
+    _commit_sum[0] += seconds
+
+
+def refused(status: int) -> None:
+    """One command refused with HTTP ``status`` (a REST answer or a socket-op ack)."""
+    _refusals[status] += 1
+
+
+def socket_opened(role: str) -> None:
+    _sockets[role] += 1
+
+
+def socket_closed(role: str) -> None:
+    _sockets[role] -= 1
+
+
+def closed_with(code: int) -> None:
+    """The hub closed a socket with ``code`` (RFC 6455 or CONTRACT §4)."""
+    _closes[int(code)] += 1
+
+
+def webhook_attempt(result: str) -> None:
+    """``delivered``, ``failed`` (will retry), ``given_up`` or ``dropped``."""
+    _webhooks[result] += 1
+
+
+def broker_reconnected() -> None:
+    _reconnects[0] += 1
+
+
+class _HubCollector:
+    """Turns the numbers above into metric families at scrape time."""
+
+    def collect(self) -> Iterator[Metric]:
+        labelled: tuple[tuple[str, str, str, Counter[str] | Counter[int]], ...] = (
+            ("hub_events", "Events committed by this instance", "event", _events),
+            ("hub_refusals", "Commands refused, by HTTP status", "status", _refusals),
+            ("hub_socket_closes", "Sockets closed by the hub, by close code", "code",
+             _closes),
+            ("hub_webhook_attempts", "Webhook attempts, by result", "result", _webhooks))
+        for name, doc, label, values in labelled:
+            family = CounterMetricFamily(name, doc, labels=[label])
+            for key, value in sorted(values.items(), key=lambda kv: str(kv[0])):
+                family.add_metric([str(key)], value)
+            yield family
+        sockets = GaugeMetricFamily("hub_sockets", "Open sockets", labels=["role"])
+        for role, value in sorted(_sockets.items()):
+            sockets.add_metric([role], value)
+        yield sockets
+        yield CounterMetricFamily("hub_broker_reconnects",
+                                  "Times the Redis pub/sub connection came back after a loss",
+                                  value=_reconnects[0])
+        cumulative, buckets = 0, []
+        for bound, count in zip((*map(str, COMMIT_BUCKETS), "+Inf"), _commit_counts):
+            cumulative += count
+            buckets.append((bound, cumulative))
+        yield HistogramMetricFamily("hub_commit_seconds",
+                                    "One command's commit and publish, seconds",
+                                    buckets=buckets, sum_value=_commit_sum[0])
+
+
+REGISTRY.register(_HubCollector())  # type: ignore[arg-type]
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
 def render() -> bytes:

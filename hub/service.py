@@ -25,7 +25,7 @@ from .config import Settings
 from .errors import HubError
 from .ids import is_machine_id, new_session_id, parse_session_id
 from .machines import MACHINE_KEY_PREFIX, PHONE_TOKEN_PREFIX, Machine, key_hash, new_phone_token
-from .metrics import COMMIT_SECONDS, count_event
+from .metrics import count_event, observe_commit
 from .money import from_minor
 from .prices import PriceList
 from .qr import qr_url
@@ -161,7 +161,7 @@ class Hub:
         started = time.perf_counter()
         done = await self.store.apply(session_id, decide, image)
         await self.publish(done)
-        COMMIT_SECONDS.observe(time.perf_counter() - started)
+        observe_commit(time.perf_counter() - started)
         for ev in done.outcome.events:
             count_event(ev.event)
         if done.outcome.refusal is not None:

@@ -29,7 +29,7 @@ import httpx
 import msgspec
 
 from .codec import dumps
-from .metrics import WEBHOOK_ATTEMPTS
+from .metrics import webhook_attempt
 from .store import Delivery, Store
 
 __all__ = ["WebhookSender", "sign", "order_summary_body"]
@@ -102,7 +102,7 @@ class WebhookSender:
             if body is None or machine is None or not machine.webhook_secret:
                 log.warning("dropping webhook %s:%s (no event or no secret)",
                             d.session_id, d.seq)
-                WEBHOOK_ATTEMPTS.labels("dropped").inc()
+                webhook_attempt("dropped")
                 await self.store.outbox_settle(d, None)
                 return
             r = await self.http.post(d.url, content=body, headers={
@@ -120,7 +120,7 @@ class WebhookSender:
             log.exception("webhook %s:%s failed", d.session_id, d.seq)
         now = self.clock()
         if ok:
-            WEBHOOK_ATTEMPTS.labels("delivered").inc()
+            webhook_attempt("delivered")
             await self.store.outbox_settle(d, None)
             return
         delay_ms = int(min(60.0, self.base_s * 2 ** d.attempts) * random.uniform(0.5, 1.0)
@@ -128,10 +128,10 @@ class WebhookSender:
         if now + delay_ms - d.created_at > GIVE_UP_MS:
             log.error("giving up webhook %s:%s after %d attempts", d.session_id, d.seq,
                       d.attempts + 1)
-            WEBHOOK_ATTEMPTS.labels("given_up").inc()
+            webhook_attempt("given_up")
             await self.store.outbox_settle(d, None)
         else:
-            WEBHOOK_ATTEMPTS.labels("failed").inc()
+            webhook_attempt("failed")
             await self.store.outbox_settle(d, now + delay_ms)
 
     async def _body(self, d: Delivery) -> bytes | None:

@@ -22,7 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..metrics import BROKER_RECONNECTS
+from ..metrics import broker_reconnected
 from ..tasks import stop
 from . import Handler
 
@@ -109,7 +109,7 @@ class RedisBroker:
                 self.connected.set()
                 delay = 0.1
                 if not first:
-                    BROKER_RECONNECTS.inc()
+                    broker_reconnected()
                 if not first and self._on_reconnect is not None:
                     log.warning("Redis pub/sub is back: recovering every local socket")
                     self._on_reconnect()

@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from ..codec import dumps
 from ..errors import HubError
-from ..metrics import REFUSALS
+from ..metrics import refused
 from ..store import UNAVAILABLE
 
 __all__ = ["JSON", "exception_handlers"]
@@ -30,7 +30,7 @@ class JSON(Response):
 
 async def _hub_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HubError)
-    REFUSALS.labels(str(exc.status)).inc()
+    refused(exc.status)
     return JSON({"detail": exc.detail}, exc.status, headers=exc.headers)
 
 
@@ -41,7 +41,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _unavailable(request: Request, exc: Exception) -> Response:
     log.warning("store unavailable on %s %s: %r", request.method, request.url.path, exc)
-    REFUSALS.labels("503").inc()
+    refused(503)
     return JSON({"detail": "Service temporarily unavailable"}, 503,
                 headers={"Retry-After": "1"})
 

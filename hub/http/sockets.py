@@ -24,7 +24,7 @@ from ..ids import is_machine_id
 from ..service import Caller, Hub
 from ..store import UNAVAILABLE
 from ..lifecycle import Session
-from ..metrics import REFUSALS, SOCKET_CLOSES
+from ..metrics import closed_with, refused
 from ..views import status_body
 from .auth import bearer, client_address
 
@@ -233,17 +233,17 @@ async def _answer(hub: Hub, conn: Conn, caller: Caller, sid: str | None,
         code, body = 200, await getattr(hub, name)(*args)
     except HubError as exc:
         code, body = exc.status, {"detail": exc.detail}
-        REFUSALS.labels(str(code)).inc()
+        refused(code)
     except UNAVAILABLE:
         code, body = 503, {"detail": "Service temporarily unavailable"}
-        REFUSALS.labels("503").inc()
+        refused(503)
     finally:
         conn.acked()
     return dumps({"type": "ack", "id": msg["id"], "code": code, "body": body}).decode()
 
 
 async def _close(ws: WebSocket, code: int, reason: str) -> None:
-    SOCKET_CLOSES.labels(str(code)).inc()
+    closed_with(code)
     try:
         await ws.close(code, reason[:120])
     except Exception:  # the peer left first
