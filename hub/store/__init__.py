@@ -22,12 +22,17 @@ import sqlite3
 
 from redis.exceptions import RedisError
 
+from ..broker import machine_channel, session_channel
 from ..lifecycle import Outcome, Session
 from ..machines import Machine
 
-__all__ = ["Store", "Committed", "Decide", "Delivery", "UNAVAILABLE"]
+__all__ = ["Store", "Committed", "Decide", "Delivery", "Publish", "UNAVAILABLE",
+           "deliver_here"]
 
 Decide = Callable[[Session], Outcome]
+#: ``(channel, frame)`` → None: hands a frame to this instance's sockets
+#: (:meth:`hub.broker.Broker.deliver_here`)
+Publish = Callable[[str, bytes], None]
 
 #: errors that mean "the store (or Redis) cannot answer now": 503, never a 500
 UNAVAILABLE: tuple[type[BaseException], ...] = (RedisError, sqlite3.OperationalError,
@@ -57,6 +62,18 @@ class Delivery:
     url: str
     attempts: int
     created_at: int
+
+
+def deliver_here(publish: Publish | None, outcome: Outcome, frames: tuple[bytes, ...]
+                 ) -> None:
+    """Hand committed ``frames`` to ``publish`` (if any) on the session's and the
+    machine's channel, in order: what both stores do right after a commit."""
+    if publish is None:
+        return
+    s = outcome.session
+    for frame in frames:
+        publish(session_channel(s.session_id), frame)
+        publish(machine_channel(s.machine_id), frame)
 
 
 class Store(Protocol):

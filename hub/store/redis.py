@@ -30,7 +30,6 @@ one Redis (or a primary with replicas), not Redis Cluster.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from importlib.resources import files
 from typing import Any
 
@@ -42,7 +41,7 @@ from ..codec import event_frame
 from ..errors import HubError
 from ..lifecycle import NOTIFY_EVENTS, Outcome, Session
 from ..machines import Machine
-from . import Committed, Decide, Delivery
+from . import Committed, Decide, Delivery, Publish, deliver_here
 
 __all__ = ["RedisStore", "STREAM_MAXLEN"]
 
@@ -73,7 +72,7 @@ class RedisStore:
     name = "redis"
 
     def __init__(self, redis: Redis, prefix: str = "hub:", retention_s: int = 7 * 86400,
-                 publish: Callable[[str, bytes], None] | None = None) -> None:
+                 publish: Publish | None = None) -> None:
         self.redis, self.prefix, self.retention_s = redis, prefix, retention_s
         self.publish = publish
         self._commit = redis.register_script(_COMMIT)
@@ -176,11 +175,7 @@ class RedisStore:
     def _published(self, outcome: Outcome, frames: tuple[bytes, ...]) -> Committed:
         """The script published ``frames`` to every instance; hand them to this one's
         sockets now too (before the command answers)."""
-        if self.publish is not None:
-            s = outcome.session
-            for frame in frames:
-                self.publish(session_channel(s.session_id), frame)
-                self.publish(machine_channel(s.machine_id), frame)
+        deliver_here(self.publish, outcome, frames)
         return Committed(outcome, frames, published=True)
 
     def _saw(self, session_id: str, raw: bytes) -> None:

@@ -32,18 +32,17 @@ import contextlib
 import logging
 import sqlite3
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from importlib.resources import files
 from typing import Any
 
 import msgspec
 
-from ..broker import machine_channel, session_channel
 from ..codec import event_frame
 from ..errors import HubError
 from ..lifecycle import NOTIFY_EVENTS, TERMINAL, Outcome, Session
 from ..machines import Machine
-from . import Committed, Decide, Delivery
+from . import Committed, Decide, Delivery, Publish, deliver_here
 
 __all__ = ["SqliteStore"]
 
@@ -74,8 +73,7 @@ class SqliteStore:
 
     name = "sqlite"
 
-    def __init__(self, path: str,
-                 publish: Callable[[str, bytes], None] | None = None) -> None:
+    def __init__(self, path: str, publish: Publish | None = None) -> None:
         self.path, self.publish = path, publish
         self._db: sqlite3.Connection | None = None
         self._checkpointer: asyncio.Task[None] | None = None
@@ -85,7 +83,6 @@ class SqliteStore:
         self._cache: OrderedDict[str, Session] = OrderedDict()
         #: the open group commit: a future per command waiting for it, what it wrote
         self._waiters: list[asyncio.Future[None]] | None = None
-        self._batch_sids: list[str] = []
         self._batch: list[Committed] = []
         self._outbox_n = 0  #: the last webhook's place in commit order (outbox.n)
 
@@ -185,16 +182,14 @@ class SqliteStore:
     async def create(self, outcome: Outcome) -> Committed:
         done = self._commit_new(outcome)
         self._remember(done.outcome.session)
-        return self._published(done)
+        deliver_here(self.publish, done.outcome, done.frames)
+        return self._committed(done)
 
-    def _published(self, done: Committed) -> Committed:
-        """Publish a committed outcome's frames (when a ``publish`` was given)."""
+    def _committed(self, done: Committed) -> Committed:
+        """``done`` as answered once its frames were handed out (when a ``publish`` was
+        given, the caller has nothing left to publish)."""
         if self.publish is None or not done.frames:
             return done
-        s = done.outcome.session
-        for frame in done.frames:
-            self.publish(session_channel(s.session_id), frame)
-            self.publish(machine_channel(s.machine_id), frame)
         return Committed(done.outcome, done.frames, published=True)
 
     @contextlib.contextmanager
@@ -260,7 +255,7 @@ class SqliteStore:
                     image: tuple[str, bytes] | None = None) -> Committed:
         if self._waiters is None:  # open this iteration's group commit
             self.db.execute("BEGIN IMMEDIATE")
-            self._waiters, self._batch_sids, self._batch = [], [], []
+            self._waiters, self._batch = [], []
             asyncio.get_running_loop().call_soon(self._flush)
         try:
             done = self._apply(session_id, decide, image)
@@ -271,16 +266,13 @@ class SqliteStore:
             raise
         if done.outcome.events:
             self._remember(done.outcome.session)
-            self._batch_sids.append(session_id)
             self._batch.append(done)
-        elif session_id not in self._batch_sids:
+        elif all(d.outcome.session.session_id != session_id for d in self._batch):
             return done  # a no-op decided on committed state
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         await waiter  # cancelling it leaves the batch to commit or not, as a whole
-        if done.frames and self.publish is not None:
-            return Committed(done.outcome, done.frames, published=True)
-        return done
+        return self._committed(done)
 
     def _flush(self, failure: BaseException | None = None) -> None:
         """End the open group commit: COMMIT it (or, after ``failure``, ROLLBACK it) and
@@ -296,12 +288,12 @@ class SqliteStore:
         if failure is not None:
             with contextlib.suppress(sqlite3.Error):
                 self.db.execute("ROLLBACK")
-            for sid in self._batch_sids:
-                self._cache.pop(sid, None)
+            for done in self._batch:
+                self._cache.pop(done.outcome.session.session_id, None)
             log.error("group commit of %d command(s) failed: %r", len(waiters), failure)
         else:
             for done in self._batch:  # in commit order, before any command resumes
-                self._published(done)
+                deliver_here(self.publish, done.outcome, done.frames)
         self._batch = []
         for waiter in waiters:
             if not waiter.done():
