@@ -61,11 +61,11 @@ class HubApp(Starlette):
         elif kind == "http" and self.direct_http:
             m = _ACTION.fullmatch(scope["path"])
             if m is not None:
-                endpoint = ACTIONS.get((scope["method"], m.group(2) or ""))
-                if endpoint is not None:
+                app = _ACTION_APPS.get((scope["method"], m.group(2) or ""))
+                if app is not None:
                     scope["app"] = self
                     scope["path_params"] = {"session_id": m.group(1)}
-                    await BodyLimit(_Endpoint(endpoint))(scope, receive, send)
+                    await app(scope, receive, send)
                     return
         await super().__call__(scope, receive, send)
 
@@ -88,3 +88,7 @@ class _Endpoint:
                             if cls in exception_handlers))
             response = await handler(request, exc)
         await response(scope, receive, send)
+
+
+#: each command wrapped once, at import: (method, action) → body limit → endpoint
+_ACTION_APPS = {key: BodyLimit(_Endpoint(endpoint)) for key, endpoint in ACTIONS.items()}
