@@ -36,8 +36,12 @@ BENCH = ROOT / "bench"
 NODE_DIR = BENCH / "peers" / "node"
 SERVER_CPU, GEN_CPU = {0}, {1}
 TARGETS = ("hub", "node", "pysio")
+#: every server the plan can start: the targets, and the throughput rows' "floor" (the
+#: hub's protocol on the hub's stack with no hub code: bench/floor_hub.py)
+SERVERS = ("hub", "floor", "node", "pysio")
 NICE = -15  #: every benchmark process runs at this priority (root); the same for all targets
-LABEL = {"hub": "hub", "node": "socket.io (Node)", "pysio": "python-socketio"}
+LABEL = {"hub": "hub", "node": "socket.io (Node)", "pysio": "python-socketio",
+         "floor": "floor: stack, no hub (bench/floor_hub.py)"}
 
 
 def free_port() -> int:
@@ -186,6 +190,8 @@ class Launcher:
                                 + ([redis_url] if redis_url else []))
             elif target == "null":
                 p = self._popen([sys.executable, "-m", "bench.null_server", str(port)])
+            elif target == "floor":
+                p = self._popen([sys.executable, "-m", "bench.floor_hub", str(port)])
             else:
                 raise ValueError(target)
             servers.procs.append(p)
@@ -257,10 +263,10 @@ def plan(full: bool) -> list[Case]:
         Case("cluster-1k", "push", instances=2,
              params={"sessions": 1000, "rate": 500, "duration": d, "split": True},
              about="two instances on Redis: machines on instance A, phones on instance B"),
-        Case("throughput-1k", "throughput",
+        Case("throughput-1k", "throughput", targets=SERVERS,
              params={"sessions": 1000, "concurrency": 64, "duration": d * 0.8},
              about="saturation: 64 phone REST calls in flight; delivered events/s"),
-        Case("throughput-1k-ws", "throughput",
+        Case("throughput-1k-ws", "throughput", targets=SERVERS,
              params={"sessions": 1000, "concurrency": 64, "duration": d * 0.8,
                      "phone_mode": "ws"},
              about="saturation: 64 phone socket ops in flight"),
@@ -296,7 +302,7 @@ def run_case(case: Case, target: str, launcher: Launcher, run_id: int) -> dict:
     commit = hub_commit() if target == "hub" else None
     servers = launcher.start(target, case.instances, case.env)
     try:
-        spec = {"scenario": case.scenario, "proto": "hub" if target == "hub" else "sio",
+        spec = {"scenario": case.scenario, "proto": "hub" if target in ("hub", "floor") else "sio",
                 "pids": servers.pids, "run_id": run_id, **case.params}
         urls = servers.urls
         spec["machine_urls"] = [urls[0]]
@@ -572,7 +578,7 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--quick", action="store_true", help="short windows (default)")
     g.add_argument("--full", action="store_true", help="30 s windows, up to 10k sessions")
     ap.add_argument("--only", default="", help="comma-separated case names")
-    ap.add_argument("--targets", default=",".join(TARGETS))
+    ap.add_argument("--targets", default=",".join(SERVERS))
     ap.add_argument("--out", default=str(BENCH / "results"))
     ap.add_argument("--merge", action="store_true",
                     help="keep the other cases of the last <mode>.json, replace those run now")
@@ -624,7 +630,7 @@ def main(argv: list[str] | None = None) -> int:
                     except Exception as exc:  # a failed run is reported, not fatal
                         r = {"kind": case.scenario, "error": str(exc)[:3000]}
                     results.setdefault(case.name, {})[target] = r
-                    results[case.name] = {t: results[case.name][t] for t in TARGETS + ("null",)
+                    results[case.name] = {t: results[case.name][t] for t in SERVERS + ("null",)
                                           if t in results[case.name]}
                     print("error: " + r["error"][-300:] if "error" in r
                           else f"done in {time.time() - t0:.0f}s", flush=True)

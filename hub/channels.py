@@ -41,6 +41,33 @@ INSTANCE = uuid.uuid4().hex[:12]
 SEND_QUEUE_LIMIT = 1 << 20
 
 
+class _Resume:
+    """Awaiting it finishes a coroutine its caller already stepped once, that step having
+    yielded ``waiting`` (as Python 3.12's eager tasks do): so a send that completes at
+    once needs no task, and one that suspends goes on in a task, in order."""
+
+    __slots__ = ("coro", "waiting")
+
+    def __init__(self, coro: Any, waiting: Any) -> None:
+        self.coro, self.waiting = coro, waiting
+
+    def __await__(self) -> Any:
+        coro, waiting = self.coro, self.waiting
+        while True:
+            try:
+                value = yield waiting
+            except BaseException as exc:  # cancelled (or thrown into): pass it on
+                try:
+                    waiting = coro.throw(exc)
+                except StopIteration as done:
+                    return done.value
+                continue
+            try:
+                waiting = coro.send(value)
+            except StopIteration as done:
+                return done.value
+
+
 class Conn:
     """One client socket: its send queue (bounded), writer and delivery position.
 
@@ -90,8 +117,28 @@ class Conn:
         self._kick()
 
     def _kick(self) -> None:
-        if self._started and (self._writer is None or self._writer.done()) \
-                and (self.queue or self.closing is not None) and self._closer is None:
+        """Write what is queued now, on the caller's stack, while sends complete without
+        suspending (the transport takes the bytes); the first send that suspends (flow
+        control), and the close, continue in a writer task."""
+        if not self._started or self._closer is not None or (
+                self._writer is not None and not self._writer.done()):
+            return
+        queue = self.queue
+        while queue:
+            text, n = queue.popleft()
+            self.queued -= n
+            send = self._send(text)
+            try:
+                waiting = send.send(None)
+            except StopIteration:
+                continue
+            except Exception as exc:  # the peer went away: the reader sees the disconnect
+                log.debug("send failed: %r", exc)
+                self._mark_closed()
+                return
+            self._writer = asyncio.create_task(self._write_queued(_Resume(send, waiting)))
+            return
+        if self.closing is not None:
             self._writer = asyncio.create_task(self._write_queued())
 
     def push(self, text: str, live: bool = True) -> None:
@@ -149,10 +196,12 @@ class Conn:
         finally:
             self._mark_closed()
 
-    async def _write_queued(self) -> None:
-        """Send queued frames in order, then the close if one is due; cancelling it is
-        safe (frames left are dropped)."""
+    async def _write_queued(self, started: _Resume | None = None) -> None:
+        """Finish the send ``started`` (if any), send queued frames in order, then the
+        close if one is due; cancelling it is safe (frames left are dropped)."""
         try:
+            if started is not None:
+                await started
             while self.queue:
                 text, n = self.queue.popleft()
                 self.queued -= n
@@ -203,6 +252,8 @@ class Channels:
         self.subs: dict[str, set[Conn]] = {}
         self.presence: Presence = presence or LocalPresence()
         self.conns: set[Conn] = set()
+        #: the last frame parsed, with its parse: each event is published on two channels
+        self._parsed: tuple[bytes | None, dict[str, Any], str] = (None, {}, "")
 
     # -- registry -------------------------------------------------------------------
     async def attach(self, conn: Conn, channel: str) -> None:
@@ -237,12 +288,16 @@ class Channels:
         members = self.subs.get(channel)
         if not members:
             return
-        try:
-            meta = orjson.loads(frame)
-        except orjson.JSONDecodeError:
-            log.warning("dropped a malformed frame on %s", channel)
-            return
-        text = frame.decode()
+        if frame is self._parsed[0]:  # the same event on its machine's channel: parsed
+            meta, text = self._parsed[1], self._parsed[2]
+        else:
+            try:
+                meta = orjson.loads(frame)
+            except orjson.JSONDecodeError:
+                log.warning("dropped a malformed frame on %s", channel)
+                return
+            text = frame.decode()
+            self._parsed = (frame, meta, text)
         for conn in tuple(members):
             self.offer(conn, meta, text)
 

@@ -174,7 +174,10 @@ def currency(value: str | None, default: str = "GBP") -> str:
 
 MAX_DEPTH = 32
 _INT64 = (-(2**63), 2**63 - 1)
-_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+#: every digit to ``0``, the rest unchanged: a run of 19 digits becomes 19 zeros, which a
+#: substring search finds in one pass (a regex tries every position: 8% of a socket op)
+_DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_NINETEEN_ZEROS = b"0" * 19
 
 
 def _plain(raw: Any) -> bool:
@@ -184,7 +187,7 @@ def _plain(raw: Any) -> bool:
     if not isinstance(raw, bytes):
         return False
     return raw.count(b"{") + raw.count(b"[") <= MAX_DEPTH and \
-        _LONG_DIGITS.search(raw) is None
+        _NINETEEN_ZEROS not in raw.translate(_DIGITS_TO_ZERO)
 
 
 def check_json(value: Any, field: str, raw: bytes | None = None) -> None:

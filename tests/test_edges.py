@@ -103,6 +103,14 @@ def test_check_json_fast_path_agrees_with_the_walk(value: object) -> None:
     assert _refused(value, raw) == _refused(value, None)
 
 
+@given(st.binary(max_size=60) | st.text(alphabet="0123456789a{[", max_size=60).map(str.encode))
+def test_plain_is_its_definition(raw: bytes) -> None:
+    # no run of 19 digits, at most MAX_DEPTH brackets
+    slow = re.search(rb"[0-9]{19}", raw) is None and \
+        raw.count(b"{") + raw.count(b"[") <= S.MAX_DEPTH
+    assert S._plain(raw) == slow
+
+
 def test_check_json_still_refuses_deep_and_huge() -> None:
     deep: object = 1
     for _ in range(40):

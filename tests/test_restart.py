@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 
-from .api import Api, close_code, connect, recv_json
+from .api import ORDER_DATA, Api, auth, close_code, connect, recv_json
 from .server import HubServer
 
 
@@ -60,3 +60,33 @@ async def test_sigterm_closes_sockets_with_1012(fresh_hub) -> None:  # type: ign
     # uvicorn re-raises the signal after its graceful shutdown: exit by SIGTERM, not a crash
     assert server.proc.wait(10) in (0, -signal.SIGTERM)  # type: ignore[union-attr]
     assert "Traceback" not in server.log.read_text()  # type: ignore[union-attr]
+
+
+async def test_an_order_without_image_clears_the_last_one_across_a_restart(fresh_hub) -> None:  # type: ignore[no-untyped-def]
+    """A replacement order with no ``designImage`` leaves no design image behind: in the
+    process that stored the image, and in a new process on the same file (which cannot
+    know which sessions have one)."""
+    server: HubServer = fresh_hub()
+    key = server.add_machine("VM_IMAGES")
+    bare = {k: v for k, v in ORDER_DATA.items() if k != "designImage"}
+
+    async def image_status(api: Api, sid: str) -> int:
+        r = await api.http.get(api.path(sid, "/design-image"), headers=auth(key))
+        return r.status_code
+
+    async with Api(server) as api:
+        first, token1 = await api.to_pending("VM_IMAGES", key)  # with an image
+        second, token2 = await api.to_pending("VM_IMAGES", key)
+        assert await image_status(api, first) == 200
+        assert (await api.order(first, token1, order_data=bare)).status_code == 200
+        assert await image_status(api, first) == 404
+        assert (await api.order(first, token1)).status_code == 200  # an image again
+        assert await image_status(api, first) == 200
+    server.stop(signal.SIGKILL)
+    server.start()
+    async with Api(server) as api:
+        assert await image_status(api, second) == 200
+        assert (await api.order(second, token2, order_data=bare)).status_code == 200
+        assert await image_status(api, second) == 404
+        assert (await api.order(second, token2, order_data=bare)).status_code == 200
+        assert await image_status(api, second) == 404

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import sqlite3
 from collections import OrderedDict
@@ -61,6 +62,17 @@ BUSY_TIMEOUT_MS = 500
 _dec_session = msgspec.json.Decoder(Session)
 
 
+#: the columns of ``sessions`` that indexes cover (besides the key) and the state mirrors
+_INDEXED = ("status", "expires_at", "phone_token")
+
+
+@functools.lru_cache(maxsize=None)
+def _update_sql(changed: tuple[str, ...]) -> str:
+    """The UPDATE of a session's state that also SETs the indexed columns ``changed``."""
+    return "UPDATE sessions SET " + "".join(f"{c} = ?, " for c in changed) + \
+        "seq = ?, state = ? WHERE session_id = ?"
+
+
 class SqliteStore:
     """:class:`~hub.store.Store` on a SQLite file (``path``; ``:memory:`` for tests).
 
@@ -85,6 +97,9 @@ class SqliteStore:
         self._waiters: list[asyncio.Future[None]] | None = None
         self._batch: list[Committed] = []
         self._outbox_n = 0  #: the last webhook's place in commit order (outbox.n)
+        #: open sessions known to have no design image row (created or cleared by this
+        #: process): a new order without an image skips the DELETE
+        self._imageless: set[str] = set()
 
     # -- plumbing -------------------------------------------------------------------
     def _connect(self) -> None:
@@ -213,6 +228,7 @@ class SqliteStore:
                        (s.session_id, s.machine_id, s.status, s.expires_at, s.phone_token,
                         s.seq, s.created_at, _enc.encode(s)))
             frames = self._append(outcome)
+        self._imageless.add(s.session_id)
         return Committed(outcome, frames)
 
     def _append(self, outcome: Outcome) -> tuple[bytes, ...]:
@@ -290,6 +306,7 @@ class SqliteStore:
                 self.db.execute("ROLLBACK")
             for done in self._batch:
                 self._cache.pop(done.outcome.session.session_id, None)
+            self._imageless.clear()  # a rolled-back DELETE left its row: ask the file again
             log.error("group commit of %d command(s) failed: %r", len(waiters), failure)
         else:
             for done in self._batch:  # in commit order, before any command resumes
@@ -323,16 +340,21 @@ class SqliteStore:
                 raise HubError(409, "Transaction ID already used")
             db.execute("INSERT INTO payments VALUES (?,?,?)",
                        (s.payment.scope, s.payment.transaction_id, s.session_id))
-        db.execute(
-            "UPDATE sessions SET status = ?, expires_at = ?, phone_token = ?, seq = ?,"
-            " state = ? WHERE session_id = ?",
-            (s.status, s.expires_at, s.phone_token, s.seq, _enc.encode(s), s.session_id))
+        # only the indexed columns that changed are SET: SQLite rewrites the index
+        # entries of every column named in SET, changed or not
+        changed = tuple(c for c in _INDEXED if getattr(s, c) != getattr(current, c))
+        db.execute(_update_sql(changed),
+                   (*(getattr(s, c) for c in changed), s.seq, _enc.encode(s), s.session_id))
         if any(ev.event == "order.summary" for ev in outcome.events):
-            if image is None:
-                db.execute("DELETE FROM images WHERE session_id = ?", (session_id,))
-            else:
+            if image is not None:
                 db.execute("INSERT OR REPLACE INTO images VALUES (?,?,?)",
                            (session_id, image[0], image[1]))
+                self._imageless.discard(session_id)
+            elif session_id not in self._imageless:
+                db.execute("DELETE FROM images WHERE session_id = ?", (session_id,))
+                self._imageless.add(session_id)
+        if s.finished:
+            self._imageless.discard(session_id)
         return Committed(outcome, self._append(outcome))
 
     async def events_after(self, session_id: str, seq: int) -> list[bytes] | None:
