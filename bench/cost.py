@@ -12,6 +12,8 @@ or socket ops, ``--concurrency`` in flight) and off again. The figure is the ser
 instructions per event (``Ir``, all threads, user space; the kernel's share of a
 ``write`` is not counted). ``floor`` is bench/floor_hub.py: the hub's wire protocol on the
 hub's stack with no hub code, so ``hub - floor`` is what the hub's own code costs.
+``pysio`` and ``node`` are the peers (for Node, the JIT's code is counted as it runs;
+its compiler threads too).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import time
 from pathlib import Path
 
 from .loadgen import Rec, build, close_all, drain
-from .run import GEN_CPU, ROOT, SERVER_CPU, _pin, free_port, wait_port
+from .run import GEN_CPU, NODE_DIR, ROOT, SERVER_CPU, _pin, free_port, wait_port
 
 
 def _server(target: str, port: int, out: Path, work: Path) -> subprocess.Popen:
@@ -35,12 +37,14 @@ def _server(target: str, port: int, out: Path, work: Path) -> subprocess.Popen:
     env.update(HUB_DB=str(work / "hub.db"), HUB_CREATE_RATE="100000000",
                HUB_AUTH_FAIL_RATE="100000000", HUB_PAYMENT_TIMEOUT_S="3600",
                PYTHONUNBUFFERED="1")
-    cmd = {"hub": ["-m", "hub.cli", "serve", "--port", str(port), "--open",
+    cmd = {"hub": [sys.executable, "-m", "hub.cli", "serve", "--port", str(port), "--open",
                    "--log-level", "warning"],
-           "floor": ["-m", "bench.floor_hub", str(port)]}[target]
+           "floor": [sys.executable, "-m", "bench.floor_hub", str(port)],
+           "pysio": [sys.executable, "-m", "bench.peers.pysio_server", str(port)],
+           "node": ["node", str(NODE_DIR / "server.js"), str(port)]}[target]
     return subprocess.Popen(
         ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--dump-instr=no",
-         f"--callgrind-out-file={out}", sys.executable, *cmd],
+         f"--callgrind-out-file={out}", *cmd],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         preexec_fn=_pin(SERVER_CPU))
 
@@ -61,10 +65,10 @@ def _instructions(out: Path) -> int:
     return total
 
 
-async def _drive(url: str, mode: str, pid: int, sessions: int, events: int,
-                 conc: int) -> dict:
+async def _drive(target_name: str, url: str, mode: str, pid: int, sessions: int,
+                 events: int, conc: int) -> dict:
     rec = Rec()
-    spec = {"proto": "hub", "machine_urls": [url], "phone_urls": [url],
+    spec = {"proto": "sio" if target_name in ("pysio", "node") else "hub", "machine_urls": [url], "phone_urls": [url],
             "phone_mode": mode, "run_id": 1, "setup_concurrency": 8}
     target, http, sess = await build(spec, rec, sessions, conn_limit=conc)
     loop = asyncio.get_running_loop()
@@ -111,7 +115,7 @@ def measure(target: str, mode: str, sessions: int, events: int, conc: int,
             wait_port(port, proc, target, timeout=180)
             os.sched_setaffinity(0, GEN_CPU)
             import uvloop
-            r = uvloop.run(_drive(f"http://127.0.0.1:{port}", mode, proc.pid, sessions,
+            r = uvloop.run(_drive(target, f"http://127.0.0.1:{port}", mode, proc.pid, sessions,
                                   events, conc))
         finally:
             proc.terminate()

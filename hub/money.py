@@ -44,4 +44,4 @@ def to_minor(value: Decimal | str | int) -> int:
 
 def from_minor(minor: int) -> Decimal:
     """Return ``minor`` pence as a Decimal with exactly two places (``1990`` → ``19.90``)."""
-    return (Decimal(minor) / 100).quantize(_CENT)
+    return Decimal(minor).scaleb(-2)

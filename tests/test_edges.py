@@ -147,3 +147,18 @@ def test_order_ids_are_uuid4() -> None:
     for text in ids:
         u = uuid.UUID(text)
         assert str(u) == text and u.version == 4 and u.variant == uuid.RFC_4122
+
+
+@given(st.integers(min_value=-(10**20), max_value=10**20))
+def test_from_minor_is_its_definition(minor: int) -> None:
+    from hub.money import from_minor
+    slow = (Decimal(minor) / 100).quantize(Decimal("0.01"))
+    fast = from_minor(minor)
+    assert fast == slow and str(fast) == str(slow)
+
+
+@given(st.text(alphabet="VM_0123456789AZaz-", max_size=40))
+def test_parse_session_id_memo_answers_as_the_first_time(value: str) -> None:
+    from hub.ids import parse_session_id
+    first = parse_session_id.__wrapped__(value)
+    assert parse_session_id(value) == first and parse_session_id(value) == first

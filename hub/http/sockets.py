@@ -12,7 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
+import msgspec
 from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -35,6 +35,19 @@ log = logging.getLogger("hub.sockets")
 #: op name → (Hub method, whether it takes the frame as its body)
 OPS = {"progress": ("progress", True), "order_summary": ("order_summary", True),
        "confirm_payment": ("confirm_payment", True), "cancel": ("cancel", False)}
+
+
+class _Envelope(msgspec.Struct):
+    """What a client frame's routing needs (CONTRACT §4); the op's own fields are read by
+    its command from the same text. Parsing only these skips building the rest."""
+
+    op: Any = None
+    id: Any = None
+    session_id: Any = None
+
+
+_envelope = msgspec.json.Decoder(_Envelope)
+_INT64, _UINT64 = -(2**63), 2**64 - 1
 
 
 class Refuse(Exception):
@@ -208,23 +221,21 @@ async def _answer(hub: Hub, conn: Conn, caller: Caller, sid: str | None,
                   text: str) -> str | None:
     """The reply to one client frame, or None when the frame is malformed (4400)."""
     try:
-        msg = orjson.loads(text)
-    except orjson.JSONDecodeError:
+        msg = _envelope.decode(text)
+    except msgspec.DecodeError:  # not JSON, or not an object
         return None
-    if not isinstance(msg, dict):
-        return None
-    op = msg.get("op")
+    op, op_id = msg.op, msg.id
     if op == "ping":
         return '{"type":"pong"}'
-    if op not in OPS or not isinstance(msg.get("id"), (int, str)) or isinstance(
-            msg.get("id"), bool):
-        return None
-    named = msg.get("session_id")
+    if op not in OPS or isinstance(op_id, bool) or not (
+            isinstance(op_id, str) or (isinstance(op_id, int) and _INT64 <= op_id <= _UINT64)):
+        return None  # an id the ack could not echo as JSON is malformed too
+    named = msg.session_id
     target = sid if sid is not None else named
     if not isinstance(target, str):
         return None
     if sid is not None and named is not None and named != sid:
-        return dumps({"type": "ack", "id": msg["id"], "code": 400,
+        return dumps({"type": "ack", "id": op_id, "code": 400,
                       "body": {"detail": "Session ID mismatch"}}).decode()
     name, with_body = OPS[op]
     conn.inflight += 1
@@ -239,7 +250,7 @@ async def _answer(hub: Hub, conn: Conn, caller: Caller, sid: str | None,
         refused(503)
     finally:
         conn.acked()
-    return dumps({"type": "ack", "id": msg["id"], "code": code, "body": body}).decode()
+    return dumps({"type": "ack", "id": op_id, "code": code, "body": body}).decode()
 
 
 async def _close(ws: WebSocket, code: int, reason: str) -> None:
