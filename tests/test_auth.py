@@ -212,3 +212,49 @@ async def test_cors_origins_apply_to_every_route(tmp_path) -> None:  # type: ign
         cors.stop()
         plain.stop()
 
+
+
+async def test_command_body_limits_by_header_and_as_it_streams(keys_hub: HubServer) -> None:
+    """The session commands enforce CONTRACT §1's 16 KiB themselves (they are served
+    without the middleware stack): by Content-Length, and counted as a body streams."""
+    key = keys_hub.add_machine("VM_AUTH_7")
+    async with Api(keys_hub) as api:
+        sid = await api.new_session("VM_AUTH_7", key)
+        token = (await api.register(sid, "VM_AUTH_7")).json()["phone_token"]
+        big = b'{"user_progress":"brand_selected","pad":"' + b"x" * 17_000 + b'"}'
+        r = await api.http.post(api.path(sid, "/progress"), content=big, headers=auth(token))
+        assert (r.status_code, r.json()) == (413, {"detail": "Request body too large"})
+        assert r.headers.get("connection") == "close"  # the body was not read
+
+        async def chunks():  # no Content-Length
+            yield b'{"user_progress":"brand_selected","pad":"'
+            for _ in range(20):
+                yield b"x" * 1000
+            yield b'"}'
+
+        r = await api.http.post(api.path(sid, "/progress"), content=chunks(),
+                                headers=auth(token))
+        assert (r.status_code, r.json()) == (413, {"detail": "Request body too large"})
+        st = (await api.status(sid, key)).json()
+        assert st["user_progress"] == "qr_scanned" and st["seq"] == 2  # nothing applied
+
+
+async def test_trusted_proxy_failures_count_per_forwarded_address(fresh_hub) -> None:  # type: ignore[no-untyped-def]
+    """Behind a trusted proxy the rate limit of failed credentials (CONTRACT §1) counts
+    the client named by X-Forwarded-For, not the proxy: one client locked out leaves the
+    others alone."""
+    server: HubServer = fresh_hub(HUB_AUTH_FAIL_RATE="5", HUB_TRUSTED_PROXIES="127.0.0.1")
+    key = server.add_machine("VM_PROXY")
+    sid = "VM_PROXY_20250101_000000_ABCDEF"
+    async with Api(server) as api:
+        bad = {"Authorization": "Bearer mk_bad", "X-Forwarded-For": "203.0.113.7"}
+        codes = [(await api.http.get(api.path(sid, "/status"), headers=bad)).status_code
+                 for _ in range(6)]
+        assert codes == [401] * 5 + [429]
+        other = {"Authorization": f"Bearer {key}", "X-Forwarded-For": "198.51.100.9"}
+        r = await api.http.get(api.path(sid, "/status"), headers=other)
+        assert r.status_code == 404  # checked (no such session), not rate-limited
+        # the proxy's own entry after the client's is skipped: still the locked-out client
+        chain = {**bad, "X-Forwarded-For": "203.0.113.7, 127.0.0.1"}
+        r = await api.http.get(api.path(sid, "/status"), headers=chain)
+        assert r.status_code == 429

@@ -2,28 +2,23 @@
 
 Every session socket and every JSON command on ``/api/vending/session/{id}/…`` (the
 table :data:`hub.http.rest.ACTIONS`) is matched here with one regular expression and
-handed to the same endpoint the Starlette route would call. Only the layers in between
-are skipped: ``ServerErrorMiddleware``, ``ExceptionMiddleware``, the router's linear
-scan and their per-request coroutines (bench/RESULTS.md: about 8% of the CPU of a REST
-event, and a dozen suspended coroutines held by every open socket). What they did is
-done here the same way: the body limit (:class:`~hub.http.middleware.BodyLimit`),
-refusals rendered by :data:`~hub.http.errors.exception_handlers`, a 500 for anything
-else. Everything else (pages, QR, health, 404 and 405) goes through Starlette.
+handed to the same app the Starlette route would call. Only the layers in between are
+skipped: ``ServerErrorMiddleware``, :class:`~hub.http.middleware.BodyLimit`,
+``ExceptionMiddleware``, the router's linear scan and their per-request coroutines
+(bench/RESULTS.md: about 8% of the CPU of a REST event, and a dozen suspended coroutines
+held by every open socket). A :class:`~hub.http.commands.Command` enforces its own body
+limit and answers its own refusals; a socket handler accepts, then closes with the
+contract's code. Everything else (pages, QR, health, 404 and 405) goes through Starlette.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
 
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from .errors import exception_handlers
-from .middleware import BodyLimit
 from .rest import ACTIONS
 from .sockets import machine_socket, session_socket
 
@@ -61,34 +56,10 @@ class HubApp(Starlette):
         elif kind == "http" and self.direct_http:
             m = _ACTION.fullmatch(scope["path"])
             if m is not None:
-                app = _ACTION_APPS.get((scope["method"], m.group(2) or ""))
+                app = ACTIONS.get((scope["method"], m.group(2) or ""))
                 if app is not None:
                     scope["app"] = self
                     scope["path_params"] = {"session_id": m.group(1)}
                     await app(scope, receive, send)
                     return
         await super().__call__(scope, receive, send)
-
-
-class _Endpoint:
-    """An endpoint as an ASGI app with the hub's error rendering (Starlette's
-    ``request_response`` plus its two exception middlewares, in one frame)."""
-
-    __slots__ = ("endpoint",)
-
-    def __init__(self, endpoint: Callable[[Request], Awaitable[Response]]) -> None:
-        self.endpoint = endpoint
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope, receive, send)
-        try:
-            response = await self.endpoint(request)
-        except Exception as exc:
-            handler = next((exception_handlers[cls] for cls in type(exc).__mro__
-                            if cls in exception_handlers))
-            response = await handler(request, exc)
-        await response(scope, receive, send)
-
-
-#: each command wrapped once, at import: (method, action) → body limit → endpoint
-_ACTION_APPS = {key: BodyLimit(_Endpoint(endpoint)) for key, endpoint in ACTIONS.items()}

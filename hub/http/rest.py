@@ -21,6 +21,8 @@ from ..metrics import CONTENT_TYPE, render
 from ..qr import MIME, qr_url
 from ..service import Caller, Hub
 from .auth import bearer, client_address
+from .commands import Command
+from .middleware import ORDER_LIMIT
 from .errors import JSON
 
 __all__ = ["routes", "ACTIONS"]
@@ -44,24 +46,6 @@ async def _call(request: Request, command: Callable[[Hub, Caller], Awaitable[Any
         if exc.status == 403 and caller.role != "open":
             await hub.auth_failed(client)
         raise
-
-
-def _session_endpoint(name: str, body: bool, anonymous_ok: bool = False
-                      ) -> Callable[[Request], Awaitable[Response]]:
-    """An endpoint answering ``Hub.<name>(caller, session_id[, raw body])`` as JSON."""
-
-    async def endpoint(request: Request) -> Response:
-        sid = request.path_params["session_id"]
-        raw = await request.body() if body else None
-
-        async def command(hub: Hub, caller: Caller) -> Any:
-            method = getattr(hub, name)
-            return await (method(caller, sid, raw) if body else method(caller, sid))
-
-        return JSON(await _call(request, command, anonymous_ok))
-
-    endpoint.__name__ = name
-    return endpoint
 
 
 async def create_session(request: Request) -> Response:
@@ -127,18 +111,19 @@ async def ready(request: Request) -> Response:
 
 _S = "/api/vending/session/{session_id}"
 
-#: (method, action) → endpoint for ``/api/vending/session/{id}/{action}`` (``""``: the
-#: session itself); the JSON commands, which :mod:`hub.http.direct` also serves
-ACTIONS: dict[tuple[str, str], Callable[[Request], Awaitable[Response]]] = {
-    ("GET", "status"): _session_endpoint("status", False),
-    ("POST", "register-user"): _session_endpoint("register_user", True, True),
-    ("POST", "progress"): _session_endpoint("progress", True),
-    ("POST", "order-summary"): _session_endpoint("order_summary", True),
-    ("GET", "order-info"): _session_endpoint("order_info", False),
-    ("POST", "confirm-payment"): _session_endpoint("confirm_payment", True),
-    ("POST", "app-payment"): _session_endpoint("app_payment", True),
-    ("POST", "validate"): _session_endpoint("validate", False),
-    ("DELETE", ""): _session_endpoint("cancel", False),
+#: (method, action) → command for ``/api/vending/session/{id}/{action}`` (``""``: the
+#: session itself): raw ASGI apps, Starlette routes here, served directly by
+#: :mod:`hub.http.direct`
+ACTIONS: dict[tuple[str, str], Command] = {
+    ("GET", "status"): Command("status", False),
+    ("POST", "register-user"): Command("register_user", True, anonymous_ok=True),
+    ("POST", "progress"): Command("progress", True),
+    ("POST", "order-summary"): Command("order_summary", True, limit=ORDER_LIMIT),
+    ("GET", "order-info"): Command("order_info", False),
+    ("POST", "confirm-payment"): Command("confirm_payment", True),
+    ("POST", "app-payment"): Command("app_payment", True),
+    ("POST", "validate"): Command("validate", False),
+    ("DELETE", ""): Command("cancel", False),
 }
 
 routes: list[BaseRoute] = [
