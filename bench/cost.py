@@ -2,6 +2,7 @@
 
     python -m bench.cost                          # hub and floor, REST and socket ops
     python -m bench.cost --targets hub --modes ws --events 2000
+    python -m bench.cost --targets hub --redis    # the hub on a private Redis
 
 Wall-clock figures on a shared VM move with the host: on 2026-11-30 the same null route
 did 18.4k req/s one day and 4.2k the next. Instructions do not. Each server runs under
@@ -29,11 +30,14 @@ import time
 from pathlib import Path
 
 from .loadgen import Rec, build, close_all, drain
-from .run import GEN_CPU, NODE_DIR, ROOT, SERVER_CPU, _pin, free_port, wait_port
+from .run import GEN_CPU, NODE_DIR, ROOT, SERVER_CPU, Redis, _pin, free_port, wait_port
 
 
-def _server(target: str, port: int, out: Path, work: Path) -> subprocess.Popen:
+def _server(target: str, port: int, out: Path, work: Path, redis_url: str = ""
+            ) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
+    if redis_url:
+        env["HUB_REDIS_URL"] = redis_url
     env.update(HUB_DB=str(work / "hub.db"), HUB_CREATE_RATE="100000000",
                HUB_AUTH_FAIL_RATE="100000000", HUB_PAYMENT_TIMEOUT_S="3600",
                PYTHONUNBUFFERED="1")
@@ -104,13 +108,15 @@ async def _drive(target_name: str, url: str, mode: str, pid: int, sessions: int,
 
 
 def measure(target: str, mode: str, sessions: int, events: int, conc: int,
-            keep: str = "") -> dict:
-    """One server under callgrind; its instructions per event in ``mode`` (rest|ws)."""
+            keep: str = "", redis: bool = False) -> dict:
+    """One server under callgrind; its instructions per event in ``mode`` (rest|ws);
+    ``redis``: the hub on a private Redis (the Redis server's own work is not counted)."""
     with tempfile.TemporaryDirectory(prefix="hub-cost-") as tmp:
         work = Path(tmp)
         out = work / "callgrind.out"
         port = free_port()
-        proc = _server(target, port, out, work)
+        private = Redis(work) if redis else None
+        proc = _server(target, port, out, work, private.url if private else "")
         try:
             wait_port(port, proc, target, timeout=180)
             os.sched_setaffinity(0, GEN_CPU)
@@ -124,6 +130,8 @@ def measure(target: str, mode: str, sessions: int, events: int, conc: int,
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+            if private is not None:
+                private.stop()
         ir = _instructions(out)
         if keep:
             for f in work.glob("callgrind.out*"):
@@ -140,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sessions", type=int, default=64)
     ap.add_argument("--events", type=int, default=2000)
     ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--redis", action="store_true",
+                    help="the hub on a private Redis (HUB_REDIS_URL) instead of SQLite")
     ap.add_argument("--out", default="", help="write the rows as JSON here")
     ap.add_argument("--keep", default="", help="keep the callgrind files in this folder "
                     "(for callgrind_annotate --inclusive=yes)")
@@ -148,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     for mode in args.modes.split(","):
         for target in args.targets.split(","):
             r = measure(target, mode, args.sessions, args.events, args.concurrency,
-                        args.keep)
+                        args.keep, args.redis)
             rows.append(r)
             print(f"{mode:4} {target:6} {r['per_event'] / 1000:8.1f} k instructions/event "
                   f"({r['delivered']} delivered, {r['errors']} errors, {r['wall_s']} s)",

@@ -135,12 +135,16 @@ class Hub:
         return caller
 
     # -- common steps -----------------------------------------------------------------
-    async def session_for(self, caller: Caller, session_id: str,
-                          roles: tuple[str, ...]) -> L.Session:
-        """Check the id (400), load (404), check ownership (403); expire it if overdue."""
+    async def session_for(self, caller: Caller, session_id: str, roles: tuple[str, ...],
+                          recent_ok: bool = False) -> L.Session:
+        """Check the id (400), load (404), check ownership (403); expire it if overdue.
+
+        ``recent_ok``: for a command that reads nothing of the state but what never
+        changes (machine, ids) and decides on the state its commit reads: a recent copy
+        will do (:meth:`~hub.store.Store.load`; on Redis it saves a round trip)."""
         if parse_session_id(session_id) is None:
             raise HubError(400, "Invalid session ID format")
-        s = await self.store.load(session_id)
+        s = await self.store.load(session_id, recent_ok)
         if s is None:
             raise HubError(404, "Session not found")
         if caller.role != "open":
@@ -221,7 +225,7 @@ class Hub:
 
     async def register_user(self, caller: Caller, session_id: str, raw: Any) -> dict[str, Any]:
         """``POST /register-user``: bind the first phone; the same phone again is a no-op."""
-        s = await self.session_for(caller, session_id, ("anonymous", "phone"))
+        s = await self.session_for(caller, session_id, ("anonymous", "phone"), True)
         body = S.decode(raw, S.RegisterUser)
         if body.session_id != session_id:
             raise HubError(400, "Session ID mismatch")
@@ -234,7 +238,7 @@ class Hub:
 
     async def progress(self, caller: Caller, session_id: str, raw: Any) -> dict[str, Any]:
         """``POST /progress``: move ``user_progress`` forward; older values are no-ops."""
-        await self.session_for(caller, session_id, ("phone",))
+        await self.session_for(caller, session_id, ("phone",), True)
         body = S.decode(raw, S.Progress)
         if body.user_progress not in L.PHONE_PROGRESS:
             raise HubError(422, "Invalid user_progress")
@@ -246,7 +250,7 @@ class Hub:
 
     async def order_summary(self, caller: Caller, session_id: str, raw: Any) -> dict[str, Any]:
         """``POST /order-summary``: record the order; the session becomes payment_pending."""
-        await self.session_for(caller, session_id, ("phone",))
+        await self.session_for(caller, session_id, ("phone",), True)
         body = S.decode(raw, S.OrderSummary)
         data, image = S.order_data(body.order_data, raw=raw)
         if body.session_id is not None and body.session_id != session_id:
@@ -322,7 +326,7 @@ class Hub:
 
     async def cancel(self, caller: Caller, session_id: str) -> dict[str, Any]:
         """``DELETE /session/{id}``: cancel an open session; a finished one is left as is."""
-        await self.session_for(caller, session_id, ("machine",))
+        await self.session_for(caller, session_id, ("machine",), True)
         done = await self.commit(session_id, lambda cur: L.cancel(cur, self.clock()))
         s = done.outcome.session
         return {"success": True, "message": "Session cancelled successfully",

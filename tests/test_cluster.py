@@ -255,3 +255,24 @@ def test_ready_names_redis_when_it_is_down(tmp_path: Path) -> None:
     finally:
         a.stop()
         rs.stop()
+
+
+async def test_commands_on_a_stale_copy_decide_on_the_stored_state(cluster) -> None:  # type: ignore[no-untyped-def]
+    """Instance B checks a phone's commands on the state it last committed (one Redis
+    round trip); when A changed the session since, B's commit finds its copy stale and
+    decides again on the stored state: the answer is the one a single hub would give."""
+    a, b = cluster
+    key = a.add_machine("VM_CL_STALE")
+    async with Api(a) as on_a, Api(b) as on_b:
+        sid = await on_a.new_session("VM_CL_STALE", key)
+        token = (await on_b.register(sid, "VM_CL_STALE")).json()["phone_token"]
+        assert (await on_b.progress(sid, token, "brand_selected")).status_code == 200
+        # A moves the session on twice behind B's back: B's copy is two commits old
+        assert (await on_a.progress(sid, token, "design_complete")).status_code == 200
+        r = await on_b.progress(sid, token, "brand_selected")  # older: a no-op on the store
+        assert r.status_code == 200 and r.json()["user_progress"] == "design_complete"
+        assert (await on_a.cancel(sid, key)).status_code == 200
+        r = await on_b.order(sid, token)
+        assert (r.status_code, r.json()) == (410, {"detail": "Session has been cancelled"})
+        st = (await on_b.status(sid, key)).json()
+        assert st["status"] == "cancelled" and st["seq"] == 5

@@ -97,7 +97,11 @@ class Store(Protocol):
     async def create(self, outcome: Outcome) -> Committed:
         """Insert a new session and its ``session.created`` event."""
 
-    async def load(self, session_id: str) -> Session | None: ...
+    async def load(self, session_id: str, recent_ok: bool = False) -> Session | None:
+        """The session's state, or None. ``recent_ok``: a state this instance committed or
+        read lately will do, for a command's checks (its commit compares it with the
+        stored state and decides again on a newer one); reads that answer a client
+        leave it False."""
 
     async def session_for_token(self, phone_token: str) -> str | None:
         """The session id bound to a phone token, or None."""

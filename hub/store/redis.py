@@ -192,7 +192,10 @@ class RedisStore:
         self._saw(sid, state)
         return self._published(outcome, frames)
 
-    async def load(self, session_id: str) -> Session | None:
+    async def load(self, session_id: str, recent_ok: bool = False) -> Session | None:
+        raw = self._seen.get(session_id) if recent_ok else None
+        if raw is not None:  # a command: commit.lua's compare-and-set catches a stale copy
+            return _dec_session.decode(raw)
         raw = await self.redis.get(self.k("s", session_id))
         if raw is None:
             return None
@@ -208,6 +211,7 @@ class RedisStore:
         key = self.k("s", session_id)
         raw = self._seen.pop(session_id, None)
         for _ in range(_MAX_TRIES):
+            stored = raw is None  # else a copy kept from an earlier read or commit
             if raw is None:
                 raw = await self.redis.get(key)
                 if raw is None:
@@ -215,6 +219,11 @@ class RedisStore:
             current = _dec_session.decode(raw)
             outcome = decide(current)
             if not outcome.events:
+                # nothing to commit, so no compare-and-set: a no-op or refusal decided on
+                # a kept copy is only answered if the copy is still the stored state
+                if not stored and await self.redis.get(key) != raw:
+                    raw = None
+                    continue
                 return Committed(outcome, (), published=True)
             p = outcome.session.payment
             pay_key = self.k("pay", p.scope, p.transaction_id) \

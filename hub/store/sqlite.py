@@ -253,7 +253,7 @@ class SqliteStore:
                               (session_id,)).fetchone()
         return None if row is None else _dec_session.decode(row[0])
 
-    async def load(self, session_id: str) -> Session | None:
+    async def load(self, session_id: str, recent_ok: bool = False) -> Session | None:
         found = self._cache.get(session_id)
         if found is not None:
             return found
