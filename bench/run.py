@@ -425,12 +425,14 @@ def ratios(results: dict) -> list[tuple[str, str, float | None]]:
         hub = rows.get("hub")
         if not hub or "error" in hub:
             continue
-        for peer in ("node", "pysio"):
+        for peer in ("floor", "node", "pysio"):
             p = rows.get(peer)
             if not p or "error" in p:
                 continue
             kind = hub.get("kind")
             pairs = []
+            if peer == "floor" and kind != "throughput":
+                continue
             if kind == "push":
                 pairs = [("latency p50", hub["latency_ms"]["p50"], p["latency_ms"]["p50"]),
                          ("latency p99", hub["latency_ms"]["p99"], p["latency_ms"]["p99"])]
@@ -444,7 +446,7 @@ def ratios(results: dict) -> list[tuple[str, str, float | None]]:
             elif kind == "idle":
                 pairs = [("RSS per socket", hub["rss_per_socket_kib"], p["rss_per_socket_kib"])]
             for what, a, b in pairs:
-                out.append((c, f"{what}: hub / {LABEL[peer]}",
+                out.append((c, f"{what}: hub / {'floor' if peer == 'floor' else LABEL[peer]}",
                             round(a / b, 2) if a and b else None))
     return out
 

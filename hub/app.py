@@ -42,6 +42,8 @@ if TYPE_CHECKING:
 __all__ = ["create_app", "make_backends", "Backends"]
 
 log = logging.getLogger("hub")
+#: connections to Redis per hub process for commands (pub/sub has its own)
+REDIS_CONNECTIONS = 256
 
 
 @dataclass
@@ -68,7 +70,7 @@ def make_backends(settings: Settings) -> Backends:
         broker = LocalBroker()
         return Backends(SqliteStore(settings.db, broker.deliver_here), broker,
                         LocalRateLimiter(), LocalPresence())
-    from redis.asyncio import Redis
+    from redis.asyncio import BlockingConnectionPool, Redis
     from redis.asyncio.retry import Retry
     from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 
@@ -77,8 +79,12 @@ def make_backends(settings: Settings) -> Backends:
 
     prefix = settings.redis_prefix
     retry = Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), 3)
-    redis = Redis.from_url(settings.redis_url, retry=retry, socket_timeout=5,
-                           socket_connect_timeout=2, health_check_interval=15)
+    # a burst waits up to 2 s for one of REDIS_CONNECTIONS connections (redis-py's own
+    # pool refuses at once past its cap, which answered 503 under a burst)
+    pool = BlockingConnectionPool.from_url(
+        settings.redis_url, max_connections=REDIS_CONNECTIONS, timeout=2, retry=retry,
+        socket_timeout=5, socket_connect_timeout=2, health_check_interval=15)
+    redis = Redis(connection_pool=pool)
     # the listener sees every loss itself (no silent retry) so it can run recovery
     listener = Redis.from_url(settings.redis_url, retry=Retry(NoBackoff(), 0),
                               socket_connect_timeout=2)

@@ -258,3 +258,41 @@ async def test_trusted_proxy_failures_count_per_forwarded_address(fresh_hub) -> 
         chain = {**bad, "X-Forwarded-For": "203.0.113.7, 127.0.0.1"}
         r = await api.http.get(api.path(sid, "/status"), headers=chain)
         assert r.status_code == 429
+
+
+async def test_content_length_of_any_size(keys_hub: HubServer) -> None:
+    """A Content-Length of thousands of digits is a length like any other (leading zeros
+    allowed; past every limit: 413 before the body is read), never a 500."""
+    key = keys_hub.add_machine("VM_AUTH_8")
+    async with Api(keys_hub) as api:
+        sid = await api.new_session("VM_AUTH_8", key)
+        token = (await api.register(sid, "VM_AUTH_8")).json()["phone_token"]
+
+    async def raw(path: str, length: str, body: bytes) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", keys_hub.port)
+        writer.write(f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+                     f"Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+                     .encode() + body)
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        writer.close()
+        return head
+
+    for path in (f"/api/vending/session/{sid}/progress", "/api/vending/create-session"):
+        head = await raw(path, "0" * 5000 + "5", b'{"a":')
+        assert head.startswith(b"HTTP/1.1 4") and b"application/json" in head, head
+        head = await raw(path, "0" * 5000 + "99999999", b"")  # 100 MB: past every limit
+        assert head.startswith(b"HTTP/1.1 413"), head
+
+
+async def test_repeated_headers_count_once_the_first_as_on_sockets(keys_hub: HubServer) -> None:
+    """A repeated Authorization header: the first one counts, on REST as on sockets."""
+    key = keys_hub.add_machine("VM_AUTH_9")
+    async with Api(keys_hub) as api:
+        sid = await api.new_session("VM_AUTH_9", key)
+        good_first = [("Authorization", f"Bearer {key}"), ("Authorization", "Bearer mk_bad")]
+        r = await api.http.get(api.path(sid, "/status"), headers=good_first)
+        assert r.status_code == 200, r.text
+        bad_first = [("Authorization", "Bearer mk_bad"), ("Authorization", f"Bearer {key}")]
+        r = await api.http.get(api.path(sid, "/status"), headers=bad_first)
+        assert r.status_code == 401

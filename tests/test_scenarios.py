@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import datetime
 
+import httpx
 import pytest
 
 from .api import Api, ORDER_DATA, auth, close_code, connect, recv_json, recv_until
@@ -171,3 +173,17 @@ async def test_cancel_open_session_and_writes_after(keys_hub: HubServer) -> None
         r = await api.http.post(api.path(sid, "/validate"), headers=auth(key))
         assert r.json()["valid"] is False
         assert r.json()["session_health"]["status"] == "cancelled"
+
+
+async def test_a_burst_wider_than_the_redis_pool_waits_instead_of_failing(keys_hub: HubServer) -> None:
+    """150 status polls at once, more than redis-py's default pool cap (100), which
+    answered 503 past it: every one answers 200 (the hub's pool is larger, and past its
+    own cap a request waits for a connection)."""
+    key = keys_hub.add_machine("VM_BURST")
+    async with Api(keys_hub) as api:
+        sid = await api.new_session("VM_BURST", key)
+    limits = httpx.Limits(max_connections=150, max_keepalive_connections=150)
+    async with httpx.AsyncClient(base_url=keys_hub.url, limits=limits, timeout=30) as http:
+        rs = await asyncio.gather(*(http.get(f"/api/vending/session/{sid}/status",
+                                             headers=auth(key)) for _ in range(150)))
+    assert [r.status_code for r in rs] == [200] * 150

@@ -102,7 +102,11 @@ async def test_bad_frames_close_4400_and_big_frames_1009(keys_hub: HubServer, ma
     mid, key = machine
     async with Api(keys_hub) as api:
         sid = await api.new_session(mid, key)
-        for frame in ["not json", "[1,2]", '{"op":"dance","id":1}', '{"op":"cancel"}']:
+        deep = "[" * 20_000 + "]" * 20_000  # 40 KB: under the frame limit
+        for frame in ["not json", "[1,2]", '{"op":"dance","id":1}', '{"op":"cancel"}',
+                      '{"op":[],"id":1}', '{"op":{},"id":1}', '{"op":"cancel","id":[1]}',
+                      '{"op":"cancel","id":1,"x":%s}' % deep, '{"op":"cancel","id":%s}' % deep,
+                      '{"op":"cancel","id":1180591620717411303424}']:
             ws = await connect(keys_hub, f"/api/vending/session/{sid}/ws", key)
             await recv_json(ws)
             await ws.send(frame)

@@ -21,7 +21,7 @@ from ..errors import HubError
 from ..metrics import refused
 from ..store import UNAVAILABLE
 from .auth import client_from, parse_bearer
-from .middleware import DEFAULT_LIMIT
+from .middleware import DEFAULT_LIMIT, declared_length
 
 __all__ = ["Command"]
 
@@ -54,13 +54,15 @@ class Command:
         hub = scope["app"].state.hub
         authorization = forwarded = None
         length = -1
-        for key, value in scope["headers"]:
+        for key, value in scope["headers"]:  # the first of repeated headers, as Starlette
             if key == b"authorization":
-                authorization = value.decode("latin-1")
+                if authorization is None:
+                    authorization = value.decode("latin-1")
             elif key == b"content-length":
-                length = int(value) if value.isdigit() else -1
+                length = declared_length(value)
             elif key == b"x-forwarded-for":
-                forwarded = value.decode("latin-1")
+                if forwarded is None:
+                    forwarded = value.decode("latin-1")
         extra: dict[str, str] | None = None
         try:
             if length > self.limit:

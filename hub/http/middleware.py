@@ -16,11 +16,21 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..codec import dumps
 from ..errors import HubError
 
-__all__ = ["BodyLimit", "JsonCORS", "DEFAULT_LIMIT", "ORDER_LIMIT"]
+__all__ = ["BodyLimit", "JsonCORS", "DEFAULT_LIMIT", "ORDER_LIMIT", "declared_length"]
 
 DEFAULT_LIMIT = 16 * 1024
 ORDER_LIMIT = 1024 * 1024
 _TOO_LARGE = dumps({"detail": "Request body too large"})
+
+
+def declared_length(value: bytes) -> int:
+    """A ``Content-Length`` value as an int; -1 when it is not digits. Any number of
+    leading zeros is allowed (HTTP does) and past 18 digits the value only needs to be
+    larger than every limit (``int()`` refuses over 4,300 digits)."""
+    if not value.isdigit():
+        return -1
+    digits = value.lstrip(b"0")
+    return int(digits or b"0") if len(digits) <= 18 else 1 << 62
 
 
 class BodyLimit:
@@ -36,11 +46,7 @@ class BodyLimit:
         limit = ORDER_LIMIT if scope["path"].endswith("/order-summary") else DEFAULT_LIMIT
         for name, value in scope["headers"]:
             if name == b"content-length":
-                try:
-                    too_large = int(value) > limit
-                except ValueError:
-                    too_large = False
-                if too_large:
+                if declared_length(value) > limit:
                     await send({"type": "http.response.start", "status": 413, "headers": [
                         (b"content-type", b"application/json"),
                         (b"content-length", str(len(_TOO_LARGE)).encode()),

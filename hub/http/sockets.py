@@ -41,8 +41,8 @@ class _Envelope(msgspec.Struct):
     """What a client frame's routing needs (CONTRACT §4); the op's own fields are read by
     its command from the same text. Parsing only these skips building the rest."""
 
-    op: Any = None
-    id: Any = None
+    op: str | None = None
+    id: int | str | bool | float | None = None  #: checked below: an int or a string
     session_id: Any = None
 
 
@@ -222,7 +222,7 @@ async def _answer(hub: Hub, conn: Conn, caller: Caller, sid: str | None,
     """The reply to one client frame, or None when the frame is malformed (4400)."""
     try:
         msg = _envelope.decode(text)
-    except msgspec.DecodeError:  # not JSON, or not an object
+    except (msgspec.DecodeError, RecursionError):  # not JSON, not an object, too deep
         return None
     op, op_id = msg.op, msg.id
     if op == "ping":
