@@ -79,17 +79,23 @@ class Conn:
         role: ``machine`` or ``phone``; machine_id: the machine it belongs to.
         session_id: the session of a session socket, None for a machine-wide socket.
         limit: bytes of queued live frames before a 4408 close (a replay does not count).
+        drop: drops the connection at once (TCP reset), for a client that has stopped
+            reading: its close frame cannot go out either. send_timeout: seconds one
+            send (or the close) may wait for the client to read before ``drop``.
     """
 
     __slots__ = ("_send", "_close", "role", "machine_id", "session_id", "limit", "queue",
                  "queued", "last", "pending", "gaps", "inflight", "closing", "closed",
-                 "_started", "_writer", "_closer", "_close_sent", "_done", "__weakref__")
+                 "_started", "_writer", "_closer", "_close_sent", "_done", "_drop",
+                 "send_timeout", "__weakref__")
 
     def __init__(self, send: Callable[[str], Awaitable[None]],
                  close: Callable[[int, str], Awaitable[None]], *, role: str,
                  machine_id: str, session_id: str | None = None,
-                 limit: int = SEND_QUEUE_LIMIT) -> None:
-        self._send, self._close = send, close
+                 limit: int = SEND_QUEUE_LIMIT, drop: Callable[[], None] | None = None,
+                 send_timeout: float | None = None) -> None:
+        self._send, self._close, self._drop = send, close, drop
+        self.send_timeout = send_timeout
         self.role, self.machine_id, self.session_id = role, machine_id, session_id
         self.limit = limit
         self.queue: deque[tuple[str, int]] = deque()
@@ -190,22 +196,37 @@ class Conn:
         code, reason = self.closing or (CloseCode.NORMAL, "")
         closed_with(code)
         try:
-            await self._close(code, reason)
+            await self._timed(self._close(code, reason))
         except Exception as exc:  # the peer left first
             log.debug("close %s failed: %r", code, exc)
         finally:
             self._mark_closed()
+
+    async def _timed(self, send: Any) -> None:
+        """Await ``send`` for at most :attr:`send_timeout`; past it the client is not
+        reading: drop the connection (and raise ``TimeoutError``)."""
+        if self.send_timeout is None:
+            await send
+            return
+        try:
+            await asyncio.wait_for(send, self.send_timeout)
+        except asyncio.TimeoutError:
+            log.warning("a %s socket read nothing for %ss: dropped", self.role,
+                        self.send_timeout)
+            if self._drop is not None:
+                self._drop()
+            raise
 
     async def _write_queued(self, started: _Resume | None = None) -> None:
         """Finish the send ``started`` (if any), send queued frames in order, then the
         close if one is due; cancelling it is safe (frames left are dropped)."""
         try:
             if started is not None:
-                await started
+                await self._timed(started)
             while self.queue:
                 text, n = self.queue.popleft()
                 self.queued -= n
-                await self._send(text)
+                await self._timed(self._send(text))
         except Exception as exc:  # the peer went away: the reader sees the disconnect
             log.debug("send failed: %r", exc)
             self._mark_closed()

@@ -67,6 +67,7 @@ class Settings:
     auth_fail_rate: int = 20
     webhook_base_s: float = 1.0
     ws_deflate: bool = False
+    send_timeout_s: float = 30.0
 
     @property
     def open_mode(self) -> bool:
@@ -86,7 +87,7 @@ class Settings:
                 "payment_timeout_s": float, "cors_origins": _list,
                 "trusted_proxies": _list, "session_minute_s": float,
                 "sweep_interval_s": float, "create_rate": int, "auth_fail_rate": int,
-                "webhook_base_s": float, "ws_deflate": _flag}
+                "webhook_base_s": float, "ws_deflate": _flag, "send_timeout_s": float}
         for name, fn in conv.items():
             raw = env.get("HUB_" + name.upper())
             if raw is None or raw == "":
@@ -99,4 +100,6 @@ class Settings:
         s = cls(**values)  # type: ignore[arg-type]
         if s.auth not in ("keys", "open"):
             raise ValueError("HUB_AUTH: must be 'keys' or 'open'")
+        if not s.send_timeout_s > 0:
+            raise ValueError("HUB_SEND_TIMEOUT_S: must be a positive number of seconds")
         return s

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
+import secrets
+import socket
+import time
+
 import orjson
 import websockets
 import pytest
 
-from .api import Api, close_code, connect, recv_json
+from .api import ORDER_DATA, Api, auth, close_code, connect, recv_json
 from .server import HubServer
 
 
@@ -242,3 +248,36 @@ async def test_invalid_utf8_text_frame_closes_1007_without_a_traceback(keys_hub:
             assert await close_code(ws) == code
     log = keys_hub.log.read_text()  # type: ignore[union-attr]
     assert "Invalid UTF-8 in a text frame" in log and "Traceback" not in log
+
+
+async def test_a_client_that_stops_reading_is_dropped(fresh_hub) -> None:  # type: ignore[no-untyped-def]
+    """A client that stops reading: the hub stops queueing for it (4408), and when not
+    even the close can go out within HUB_SEND_TIMEOUT_S it drops the TCP connection,
+    so the socket is gone from the hub (metrics) although the client still holds it."""
+    server: HubServer = fresh_hub(HUB_SEND_TIMEOUT_S="1")
+    key = server.add_machine("VM_STALL")
+    async with Api(server) as api:
+        sid = await api.new_session("VM_STALL", key)
+        token = (await api.register(sid, "VM_STALL")).json()["phone_token"]
+        sock = socket.socket()  # a small buffer, and max_queue=1: it fills up soon
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        sock.connect(("127.0.0.1", server.port))
+        stalled = await websockets.connect(
+            f"{server.ws}/api/vending/session/{sid}/ws", additional_headers=auth(key),
+            max_queue=1, max_size=None, sock=sock)
+        await recv_json(stalled)
+        filler = {**ORDER_DATA, "notes": secrets.token_urlsafe(600_000)}  # 800 KB a frame
+        refused = re.compile(r'^hub_socket_closes_total\{code="4408"\} 1\.0$', re.M)
+        for _ in range(60):  # until the kernel's buffers are full and the queue is over
+            assert (await api.order(sid, token, order_data=filler)).status_code == 200
+            if refused.search((await api.http.get("/metrics")).text):
+                break
+        else:
+            raise AssertionError("never refused as a slow consumer")
+        held = re.compile(r'^hub_sockets\{role="machine"\} 1\.0$', re.M)
+        deadline = time.monotonic() + 20
+        while held.search((await api.http.get("/metrics")).text):
+            assert time.monotonic() < deadline, "the stalled socket is still held"
+            await asyncio.sleep(0.2)
+        assert "read nothing for 1.0s: dropped" in server.log.read_text()
+        assert await close_code(stalled, timeout=10) is None  # reset: no close frame came

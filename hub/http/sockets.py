@@ -95,7 +95,8 @@ async def session_socket(ws: WebSocket) -> None:
     except (HubError, Refuse, *UNAVAILABLE) as exc:
         await _refuse(ws, hub, exc)
         return
-    conn = Conn(ws.send_text, ws.close, role=role, machine_id=s.machine_id, session_id=sid)
+    conn = Conn(ws.send_text, ws.close, role=role, machine_id=s.machine_id, session_id=sid,
+                drop=_dropper(ws), send_timeout=hub.settings.send_timeout_s)
 
     async def start() -> list[str]:
         await _session_start(hub, ws.app.state.channels, conn, sid, since, s)
@@ -142,7 +143,8 @@ async def machine_socket(ws: WebSocket) -> None:
     except (HubError, Refuse, *UNAVAILABLE) as exc:
         await _refuse(ws, hub, exc)
         return
-    conn = Conn(ws.send_text, ws.close, role="machine", machine_id=mid)
+    conn = Conn(ws.send_text, ws.close, role="machine", machine_id=mid, drop=_dropper(ws),
+                send_timeout=hub.settings.send_timeout_s)
 
     async def start() -> list[str]:
         sessions = await hub.store.open_sessions(mid)
@@ -152,6 +154,17 @@ async def machine_socket(ws: WebSocket) -> None:
         return [s.session_id for s in sessions]
 
     await _serve(ws, hub, conn, caller, machine_channel(mid), start)
+
+
+def _dropper(ws: WebSocket) -> Callable[[], None]:
+    """Abort the socket's TCP connection. ASGI has no message for it (a close frame
+    waits behind what the client has not read, and uvicorn closes the connection only
+    once its buffer drains): the uvicorn protocol behind ``send`` has the transport."""
+    def drop() -> None:
+        transport = getattr(getattr(ws._send, "__self__", None), "transport", None)
+        if transport is not None:
+            transport.abort()
+    return drop
 
 
 async def _refuse(ws: WebSocket, hub: Hub, exc: BaseException) -> None:
