@@ -23,7 +23,7 @@ from pathlib import Path
 
 import psutil
 
-from .run import BENCH, GEN_CPU, ROOT, Launcher, _pin
+from .run import BENCH, GEN_CPU, ROOT, Launcher, Redis, _pin
 
 
 #: layers of the hub's stack, matched on the leaf frame in order (first match wins)
@@ -109,17 +109,21 @@ def main() -> int:
     ap.add_argument("--rate", type=int, default=500)
     ap.add_argument("--phone-mode", default="rest", choices=("rest", "ws"),
                     help="the phone's event: a REST call or a socket op")
+    ap.add_argument("--redis", action="store_true",
+                    help="the hub on a private Redis (HUB_REDIS_URL) instead of SQLite")
     ap.add_argument("--native", action="store_true",
                     help="sample C frames too (py-spy --native; pauses the hub to sample)")
     args = ap.parse_args()
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     out_dir = BENCH / "results"
     out_dir.mkdir(exist_ok=True)
-    name = args.scenario + ("-ws" if args.phone_mode == "ws" else "")
+    name = args.scenario + ("-ws" if args.phone_mode == "ws" else "") + \
+        ("-redis" if args.redis else "")
     raw = out_dir / f"profile-{name}.txt"
     with tempfile.TemporaryDirectory(prefix="hub-prof-") as tmp:
-        launcher = Launcher(Path(tmp), None, Path(tmp) / "server.log")
-        servers = launcher.start("hub", 1)
+        redis = Redis(Path(tmp)) if args.redis else None
+        launcher = Launcher(Path(tmp), redis, Path(tmp) / "server.log")
+        servers = launcher.start("hub", 1, {"HUB_REDIS_URL": redis.url} if redis else None)
         try:
             spec = {"scenario": args.scenario, "proto": "hub", "pids": servers.pids,
                     "run_id": 1, "sessions": args.sessions, "rate": args.rate,
@@ -147,6 +151,8 @@ def main() -> int:
             result = gen.communicate(timeout=300)[0]
         finally:
             servers.stop()
+            if redis is not None:
+                redis.stop()
     print(json.dumps(json.loads(result.strip().splitlines()[-1]).get("latency_ms")))
     report = top(raw)
     (out_dir / f"profile-{name}-top.txt").write_text(report + "\n")

@@ -12,7 +12,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -63,6 +63,22 @@ class Backends:
             await self.redis.aclose()
 
 
+def _hiredis_packed() -> type:
+    from redis.asyncio import Connection
+    from redis.connection import HiredisRespSerializer
+
+    class HiredisPacked(Connection):
+        """redis-py's asyncio connection, packing commands with hiredis as its sync
+        connection does (the asyncio one packs in Python: 9% of a Redis command)."""
+
+        _packer = HiredisRespSerializer()
+
+        def pack_command(self, *args: Any) -> list[bytes]:
+            return self._packer.pack(*args)  # type: ignore[no-any-return]
+
+    return HiredisPacked
+
+
 def make_backends(settings: Settings) -> Backends:
     """The backends ``HUB_REDIS_URL`` selects: Redis for state, fan-out, rate limits and
     presence when set; else SQLite (``HUB_DB``) and this process."""
@@ -77,13 +93,17 @@ def make_backends(settings: Settings) -> Backends:
     from .broker.redis import RedisBroker
     from .store.redis import RedisStore
 
+    _HiredisPacked = _hiredis_packed()
+
     prefix = settings.redis_prefix
     retry = Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), 3)
     # a burst waits up to 2 s for one of REDIS_CONNECTIONS connections (redis-py's own
     # pool refuses at once past its cap, which answered 503 under a burst)
+    plain = {"connection_class": _HiredisPacked} \
+        if settings.redis_url.startswith("redis://") else {}  # TLS and sockets: as given
     pool = BlockingConnectionPool.from_url(
         settings.redis_url, max_connections=REDIS_CONNECTIONS, timeout=2, retry=retry,
-        socket_timeout=5, socket_connect_timeout=2, health_check_interval=15)
+        socket_timeout=5, socket_connect_timeout=2, health_check_interval=15, **plain)
     redis = Redis(connection_pool=pool)
     # the listener sees every loss itself (no silent retry) so it can run recovery
     listener = Redis.from_url(settings.redis_url, retry=Retry(NoBackoff(), 0),
