@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import Any
 
 import httpx
@@ -121,6 +122,18 @@ async def recv_until(ws: websockets.ClientConnection, event: str, timeout: float
             got.append(frame)
         if frame.get("event") == event:
             return got
+
+
+async def stalling_socket(server: HubServer, path: str, token: str
+                          ) -> websockets.ClientConnection:
+    """A socket that soon stops reading: a small receive buffer (it also stops the
+    kernel's autotuning, up to 32 MB here) and ``max_queue=1``, so once the test stops
+    calling ``recv`` the hub's side must hold what it sends."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    sock.connect(("127.0.0.1", server.port))
+    return await websockets.connect(f"{server.ws}{path}", additional_headers=auth(token),
+                                    max_queue=1, max_size=None, sock=sock)
 
 
 async def close_code(ws: websockets.ClientConnection, timeout: float = 5.0) -> int | None:

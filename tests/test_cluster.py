@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import secrets
 import signal
-import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,7 +15,8 @@ import pytest
 import redis
 import websockets
 
-from .api import Api, ORDER_DATA, auth, close_code, connect, recv_json, recv_until
+from .api import (Api, ORDER_DATA, auth, close_code, connect, recv_json, recv_until,
+                  stalling_socket)
 from .redis_server import RedisServer
 from .server import HubServer
 
@@ -200,14 +200,7 @@ async def test_stalled_reader_closed_4408_healthy_socket_unaffected(cluster) -> 
     async with Api(a) as api:
         sid = await api.new_session("VM_CL_7", key)
         token = (await api.register(sid, "VM_CL_7")).json()["phone_token"]
-        # a small receive buffer (it also stops the kernel's autotuning, up to 32 MB here)
-        # and max_queue=1: once this client stops reading, the hub's queue must grow
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
-        sock.connect(("127.0.0.1", a.port))
-        stalled = await websockets.connect(
-            f"{a.ws}/api/vending/session/{sid}/ws", additional_headers=auth(key),
-            max_queue=1, max_size=None, sock=sock)
+        stalled = await stalling_socket(a, f"/api/vending/session/{sid}/ws", key)
         await recv_json(stalled)
         healthy = await websockets.connect(
             f"{a.ws}/api/vending/session/{sid}/ws", additional_headers=auth(token),

@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import re
 import secrets
-import socket
 import time
 
 import orjson
 import websockets
 import pytest
 
-from .api import ORDER_DATA, Api, auth, close_code, connect, recv_json
+from .api import ORDER_DATA, Api, close_code, connect, recv_json, stalling_socket
 from .server import HubServer
 
 
@@ -259,12 +258,7 @@ async def test_a_client_that_stops_reading_is_dropped(fresh_hub) -> None:  # typ
     async with Api(server) as api:
         sid = await api.new_session("VM_STALL", key)
         token = (await api.register(sid, "VM_STALL")).json()["phone_token"]
-        sock = socket.socket()  # a small buffer, and max_queue=1: it fills up soon
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
-        sock.connect(("127.0.0.1", server.port))
-        stalled = await websockets.connect(
-            f"{server.ws}/api/vending/session/{sid}/ws", additional_headers=auth(key),
-            max_queue=1, max_size=None, sock=sock)
+        stalled = await stalling_socket(server, f"/api/vending/session/{sid}/ws", key)
         await recv_json(stalled)
         filler = {**ORDER_DATA, "notes": secrets.token_urlsafe(600_000)}  # 800 KB a frame
         refused = re.compile(r'^hub_socket_closes_total\{code="4408"\} 1\.0$', re.M)

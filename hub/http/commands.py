@@ -5,27 +5,22 @@ body])`` and answers its dict as JSON. A :class:`Command` does, in one frame and
 ASGI messages themselves, what a Starlette endpoint did through ``Request``, ``Response``
 and two middlewares (bench/RESULTS.md: about an eighth of a REST event's CPU): the body
 limit (CONTRACT §1: 413), the credential (§1), the command, and every refusal as
-``{"detail": ...}`` (the same statuses, headers and logs as :mod:`hub.http.errors`).
+``{"detail": ...}`` (:func:`hub.http.errors.answer`, as Starlette's handlers).
 The same objects serve as Starlette route endpoints (:mod:`hub.http.rest`) and are
 dispatched directly by :mod:`hub.http.direct`.
 """
 
 from __future__ import annotations
 
-import logging
-
 from starlette.types import Receive, Scope, Send
 
 from ..codec import dumps
 from ..errors import HubError
-from ..metrics import refused
-from ..store import UNAVAILABLE
 from .auth import client_from, parse_bearer
+from .errors import answer
 from .middleware import DEFAULT_LIMIT, declared_length
 
 __all__ = ["Command"]
-
-log = logging.getLogger("hub.http")
 
 _JSON = (b"content-type", b"application/json")
 _TOO_LARGE = "Request body too large"
@@ -63,7 +58,6 @@ class Command:
             elif key == b"x-forwarded-for":
                 if forwarded is None:
                     forwarded = value.decode("latin-1")
-        extra: dict[str, str] | None = None
         try:
             if length > self.limit:
                 raise HubError(413, _TOO_LARGE, {"connection": "close"})  # body not read
@@ -80,21 +74,12 @@ class Command:
                 if exc.status == 403 and caller.role != "open":
                     await hub.auth_failed(client)
                 raise
-            status, payload = 200, dumps(result)
-        except HubError as exc:
-            refused(exc.status)
-            status, payload, extra = exc.status, dumps({"detail": exc.detail}), exc.headers
+            status, payload, extra = 200, dumps(result), None
         except _Gone:
             return
-        except UNAVAILABLE as exc:
-            log.warning("store unavailable on %s %s: %r", scope["method"], scope["path"], exc)
-            refused(503)
-            status, payload = 503, dumps({"detail": "Service temporarily unavailable"})
-            extra = {"Retry-After": "1"}
-        except Exception as exc:
-            log.exception("unhandled error on %s %s", scope["method"], scope["path"],
-                          exc_info=exc)
-            status, payload = 500, dumps({"detail": "Internal server error"})
+        except Exception as exc:  # answered as Starlette's handlers answer it
+            status, body, extra = answer(exc, scope["method"], scope["path"])
+            payload = dumps(body)
         headers = [_JSON, (b"content-length", str(len(payload)).encode())]
         if extra:
             headers += [(k.lower().encode("latin-1"), v.encode("latin-1"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -14,7 +15,7 @@ from ..errors import HubError
 from ..metrics import refused
 from ..store import UNAVAILABLE
 
-__all__ = ["JSON", "exception_handlers"]
+__all__ = ["JSON", "answer", "exception_handlers"]
 
 log = logging.getLogger("hub.http")
 
@@ -28,22 +29,29 @@ class JSON(Response):
         return dumps(content)
 
 
-async def _hub_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HubError)
-    refused(exc.status)
-    return JSON({"detail": exc.detail}, exc.status, headers=exc.headers)
+def answer(exc: Exception, method: str, path: str
+           ) -> tuple[int, dict[str, Any], Mapping[str, str] | None]:
+    """How the hub answers ``exc`` raised serving ``method path``: (status, body, extra
+    headers), counted in the metrics and logged as it should be. A refusal is its own
+    4xx (``Retry-After`` on 429); the store or Redis down is 503 with ``Retry-After: 1``;
+    anything else is a logged 500. Used by Starlette's handlers below and by
+    :class:`~hub.http.commands.Command`."""
+    if isinstance(exc, HubError):
+        refused(exc.status)
+        return exc.status, {"detail": exc.detail}, exc.headers
+    if isinstance(exc, HTTPException):
+        return exc.status_code, {"detail": exc.detail}, exc.headers
+    if isinstance(exc, UNAVAILABLE):
+        log.warning("store unavailable on %s %s: %r", method, path, exc)
+        refused(503)
+        return 503, {"detail": "Service temporarily unavailable"}, {"Retry-After": "1"}
+    log.exception("unhandled error on %s %s", method, path, exc_info=exc)
+    return 500, {"detail": "Internal server error"}, None
 
 
-async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    return JSON({"detail": exc.detail}, exc.status_code, headers=exc.headers)
-
-
-async def _unavailable(request: Request, exc: Exception) -> Response:
-    log.warning("store unavailable on %s %s: %r", request.method, request.url.path, exc)
-    refused(503)
-    return JSON({"detail": "Service temporarily unavailable"}, 503,
-                headers={"Retry-After": "1"})
+async def _answer(request: Request, exc: Exception) -> Response:
+    status, body, headers = answer(exc, request.method, request.url.path)
+    return JSON(body, status, headers=headers)
 
 
 async def _client_gone(request: Request, exc: Exception) -> Response:
@@ -51,11 +59,6 @@ async def _client_gone(request: Request, exc: Exception) -> Response:
     return Response(status_code=400)
 
 
-async def _server_error(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return JSON({"detail": "Internal server error"}, 500)
-
-
 exception_handlers: dict[Any, Any] = {
-    HubError: _hub_error, HTTPException: _http_error, ClientDisconnect: _client_gone,
-    **{exc: _unavailable for exc in UNAVAILABLE}, Exception: _server_error}
+    HubError: _answer, HTTPException: _answer, ClientDisconnect: _client_gone,
+    **{exc: _answer for exc in UNAVAILABLE}, Exception: _answer}
